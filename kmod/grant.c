@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A grant: one window mem[offset, offset+size) over T[address, address+size),
+ * kept coherent by an mmu_interval_notifier on T's mm (contract C3, C4).
+ *
+ * The discipline is the one of mm/hmm.c and lib/test_hmm.c: a fault samples
+ * the notifier sequence, looks T's pages up with hmm_range_fault(), then
+ * installs PTEs under ctx->lock only if no invalidation ran meanwhile; an
+ * invalidation bumps the sequence under ctx->lock, then zaps every mirror PTE
+ * of the range in every mapper (unmap_mapping_range on the access inode),
+ * all before T's kernel may free or reuse the pages.
+ */
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+
+#include "pidfd_mem.h"
+
+/*
+ * Tasks that are zapping mirror PTEs right now. Zapping a mirror runs the
+ * mapper's own MMU notifiers; when the mapper is itself the target of a grant
+ * (A6, or two processes mirroring each other) one of ours is called again from
+ * inside the zap, for a range that lies in a mirror VMA. A mirror of a mirror
+ * never holds a PTE (A7), so that nested call has nothing to drop: it returns
+ * at once instead of recursing without bound.
+ */
+struct pidfd_mem_zapper {
+	struct list_head node;
+	struct task_struct *task;
+};
+
+static LIST_HEAD(pidfd_mem_zappers);
+/* Protects pidfd_mem_zappers. */
+static DEFINE_SPINLOCK(pidfd_mem_zappers_lock);
+
+static bool pidfd_mem_zap_enter(struct pidfd_mem_zapper *self)
+{
+	struct pidfd_mem_zapper *z;
+	bool nested = false;
+
+	spin_lock(&pidfd_mem_zappers_lock);
+	list_for_each_entry(z, &pidfd_mem_zappers, node) {
+		if (z->task == current) {
+			nested = true;
+			break;
+		}
+	}
+	if (!nested) {
+		self->task = current;
+		list_add(&self->node, &pidfd_mem_zappers);
+	}
+	spin_unlock(&pidfd_mem_zappers_lock);
+	return !nested;
+}
+
+static void pidfd_mem_zap_exit(struct pidfd_mem_zapper *self)
+{
+	spin_lock(&pidfd_mem_zappers_lock);
+	list_del(&self->node);
+	spin_unlock(&pidfd_mem_zappers_lock);
+}
+
+/* Drop every mirror PTE of mem[offset, offset+len), in every mapper. */
+static void pidfd_mem_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
+{
+	struct pidfd_mem_zapper self;
+
+	if (!pidfd_mem_zap_enter(&self))
+		return;
+	unmap_mapping_range(ctx->inode->i_mapping, offset, len, 1);
+	pidfd_mem_zap_exit(&self);
+}
+
+static bool pidfd_mem_grant_invalidate(struct mmu_interval_notifier *mni,
+				       const struct mmu_notifier_range *range,
+				       unsigned long cur_seq)
+{
+	struct pidfd_mem_grant *grant =
+		container_of(mni, struct pidfd_mem_grant, notifier);
+	struct pidfd_mem *ctx = grant->ctx;
+	u64 start, end;
+
+	/*
+	 * Zapping the mappers' page tables sleeps (i_mmap_rwsem). The OOM
+	 * reaper's non-blockable call is answered "no": it then leaves this
+	 * memory to exit_mmap(), whose blockable call comes here again.
+	 */
+	if (!mmu_notifier_range_blockable(range))
+		return false;
+
+	mutex_lock(&ctx->lock);
+	mmu_interval_set_seq(mni, cur_seq);
+	mutex_unlock(&ctx->lock);
+
+	start = max_t(u64, range->start, grant->address);
+	end = min_t(u64, range->end, grant->address + grant->size);
+	if (start < end)
+		pidfd_mem_zap(ctx, grant->offset + (start - grant->address),
+			      end - start);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops pidfd_mem_grant_ops = {
+	.invalidate = pidfd_mem_grant_invalidate,
+};
+
+static void pidfd_mem_grant_release(struct kref *kref)
+{
+	struct pidfd_mem_grant *grant =
+		container_of(kref, struct pidfd_mem_grant, kref);
+
+	mmu_interval_notifier_remove(&grant->notifier);
+	kfree(grant);
+}
+
+void pidfd_mem_grant_put(struct pidfd_mem_grant *grant)
+{
+	kref_put(&grant->kref, pidfd_mem_grant_release);
+}
+
+/* Allocates a grant and starts its notifier. Called without ctx->lock. */
+static struct pidfd_mem_grant *pidfd_mem_grant_new(struct pidfd_mem *ctx,
+						   u64 address, u64 offset,
+						   u64 size, u32 prot)
+{
+	struct pidfd_mem_grant *grant;
+	int ret;
+
+	grant = kzalloc(sizeof(*grant), GFP_KERNEL);
+	if (!grant)
+		return ERR_PTR(-ENOMEM);
+	grant->ctx = ctx;
+	grant->address = address;
+	grant->offset = offset;
+	grant->size = size;
+	grant->prot = prot;
+	grant->node.start = offset;
+	grant->node.last = offset + size - 1;
+	kref_init(&grant->kref);
+
+	if (!mmget_not_zero(ctx->mm)) {
+		ret = -ESRCH;
+		goto free_grant;
+	}
+	ret = mmu_interval_notifier_insert(&grant->notifier, ctx->mm, address,
+					   size, &pidfd_mem_grant_ops);
+	mmput(ctx->mm);
+	if (ret)
+		goto free_grant;
+	return grant;
+
+free_grant:
+	kfree(grant);
+	return ERR_PTR(ret);
+}
+
+/* Called with ctx->lock held. */
+struct pidfd_mem_grant *pidfd_mem_grant_find(struct pidfd_mem *ctx, u64 offset)
+{
+	struct interval_tree_node *node;
+
+	lockdep_assert_held(&ctx->lock);
+	node = interval_tree_iter_first(&ctx->grants, offset, offset);
+	return node ? container_of(node, struct pidfd_mem_grant, node) : NULL;
+}
+
+/* The grant covering @offset, with a reference, or NULL. */
+struct pidfd_mem_grant *pidfd_mem_grant_get(struct pidfd_mem *ctx, u64 offset)
+{
+	struct pidfd_mem_grant *grant;
+
+	mutex_lock(&ctx->lock);
+	grant = pidfd_mem_grant_find(ctx, offset);
+	if (grant)
+		kref_get(&grant->kref);
+	mutex_unlock(&ctx->lock);
+	return grant;
+}
+
+bool pidfd_mem_grant_any_readonly(struct pidfd_mem *ctx, u64 offset, u64 len)
+{
+	struct interval_tree_node *node;
+	bool ro = false;
+
+	mutex_lock(&ctx->lock);
+	for (node = interval_tree_iter_first(&ctx->grants, offset,
+					     offset + len - 1);
+	     node; node = interval_tree_iter_next(node, offset, offset + len - 1)) {
+		struct pidfd_mem_grant *g =
+			container_of(node, struct pidfd_mem_grant, node);
+
+		if (!(g->prot & PIDFD_MEM_PROT_WRITE)) {
+			ro = true;
+			break;
+		}
+	}
+	mutex_unlock(&ctx->lock);
+	return ro;
+}
+
+/* PIDFD_MEM_MAP (M1). Called with ctx->ctl_lock held. */
+int pidfd_mem_grant_map(struct pidfd_mem *ctx, u64 address, u64 offset,
+			u64 size, u32 prot)
+{
+	struct pidfd_mem_grant *grant;
+
+	lockdep_assert_held(&ctx->ctl_lock);
+	/* Only MAP and UNMAP change the tree, under ctl_lock: no race here. */
+	mutex_lock(&ctx->lock);
+	if (interval_tree_iter_first(&ctx->grants, offset, offset + size - 1)) {
+		mutex_unlock(&ctx->lock);
+		return -EEXIST;
+	}
+	mutex_unlock(&ctx->lock);
+
+	grant = pidfd_mem_grant_new(ctx, address, offset, size, prot);
+	if (IS_ERR(grant))
+		return PTR_ERR(grant);
+
+	mutex_lock(&ctx->lock);
+	interval_tree_insert(&grant->node, &ctx->grants);
+	mutex_unlock(&ctx->lock);
+	return 0;
+}
+
+#define PIDFD_MEM_UNMAP_BATCH 16
+
+/*
+ * PIDFD_MEM_UNMAP (U1): revoke mem[offset, offset+size), splitting the grants
+ * that straddle its edges. Called with ctx->ctl_lock held.
+ */
+int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
+{
+	struct pidfd_mem_grant *head = NULL, *tail = NULL, *g;
+	struct pidfd_mem_grant *gone[PIDFD_MEM_UNMAP_BATCH];
+	struct interval_tree_node *node;
+	u64 last = offset + size - 1;
+	int n, i, ret = 0;
+
+	lockdep_assert_held(&ctx->ctl_lock);
+
+	/*
+	 * The remainders of straddling grants are made first, outside
+	 * ctx->lock (starting a notifier may allocate), so that their notifiers
+	 * already watch T when the old grants stop doing so.
+	 */
+	mutex_lock(&ctx->lock);
+	node = interval_tree_iter_first(&ctx->grants, offset, offset);
+	g = node ? container_of(node, struct pidfd_mem_grant, node) : NULL;
+	if (g)
+		kref_get(&g->kref);
+	node = interval_tree_iter_first(&ctx->grants, last, last);
+	tail = node ? container_of(node, struct pidfd_mem_grant, node) : NULL;
+	if (tail)
+		kref_get(&tail->kref);
+	mutex_unlock(&ctx->lock);
+
+	if (g && g->offset < offset) {
+		head = pidfd_mem_grant_new(ctx, g->address, g->offset,
+					   offset - g->offset, g->prot);
+		if (IS_ERR(head)) {
+			ret = PTR_ERR(head);
+			head = NULL;
+		}
+	}
+	if (g)
+		pidfd_mem_grant_put(g);
+	g = tail;
+	tail = NULL;
+	if (!ret && g && g->offset + g->size - 1 > last) {
+		u64 cut = last + 1 - g->offset;
+
+		tail = pidfd_mem_grant_new(ctx, g->address + cut, last + 1,
+					   g->size - cut, g->prot);
+		if (IS_ERR(tail)) {
+			ret = PTR_ERR(tail);
+			tail = NULL;
+		}
+	}
+	if (g)
+		pidfd_mem_grant_put(g);
+	if (ret)
+		goto put_remainders;
+
+	/* Revoke in batches: the notifiers are removed outside ctx->lock. */
+	do {
+		n = 0;
+		mutex_lock(&ctx->lock);
+		while (n < PIDFD_MEM_UNMAP_BATCH &&
+		       (node = interval_tree_iter_first(&ctx->grants, offset, last))) {
+			g = container_of(node, struct pidfd_mem_grant, node);
+			interval_tree_remove(node, &ctx->grants);
+			g->revoked = true;
+			gone[n++] = g;
+		}
+		if (head) {
+			interval_tree_insert(&head->node, &ctx->grants);
+			head = NULL;
+		}
+		if (tail) {
+			interval_tree_insert(&tail->node, &ctx->grants);
+			tail = NULL;
+		}
+		mutex_unlock(&ctx->lock);
+
+		/* No fault can install a PTE of a revoked grant from here on. */
+		if (n)
+			pidfd_mem_zap(ctx, offset, size);
+		for (i = 0; i < n; i++)
+			pidfd_mem_grant_put(gone[i]);
+	} while (n == PIDFD_MEM_UNMAP_BATCH);
+	return 0;
+
+put_remainders:
+	if (head)
+		pidfd_mem_grant_put(head);
+	if (tail)
+		pidfd_mem_grant_put(tail);
+	return ret;
+}
+
+/* Called when the last file goes: no fault or ioctl can run any more. */
+void pidfd_mem_grant_destroy_all(struct pidfd_mem *ctx)
+{
+	struct interval_tree_node *node;
+
+	while ((node = interval_tree_iter_first(&ctx->grants, 0, ULONG_MAX))) {
+		struct pidfd_mem_grant *g =
+			container_of(node, struct pidfd_mem_grant, node);
+
+		interval_tree_remove(node, &ctx->grants);
+		pidfd_mem_grant_put(g);
+	}
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pidfd_mem: internal definitions shared by the module's objects.
+ *
+ * One kernel object, one file:
+ *   device.c  /dev/pidfd_mem: PIDFD_MEM_OPEN, REMOTE_PROC_MAP, permission
+ *   control.c the control fd: PIDFD_MEM_MAP / _UNMAP / _LOCK
+ *   access.c  the access fd (struct pidfd_mem): read/write/poll/mmap, lifetime
+ *   mirror.c  a mirror VMA: fault, pfn_mkwrite, ptrace access
+ *   grant.c   a grant: one window and its interval notifier on T's mm
+ *
+ * The contract is shared/spec/pidfd_mem.md; ids such as C3 refer to it.
+ */
+#ifndef PIDFD_MEM_INTERNAL_H
+#define PIDFD_MEM_INTERNAL_H
+
+#include <linux/fs.h>
+#include <linux/interval_tree.h>
+#include <linux/kref.h>
+#include <linux/mm.h>
+#include <linux/mmu_notifier.h>
+#include <linux/mutex.h>
+#include <linux/wait.h>
+
+#include <uapi/linux/pidfd_mem.h>
+
+/*
+ * struct pidfd_mem - the state behind one PIDFD_MEM_OPEN (or REMOTE_PROC_MAP):
+ * T's address space, its grants, and the inode whose mapping finds every
+ * mirror in every mapper. The control file and the access file each hold a
+ * reference; every mirror VMA holds the access file.
+ */
+struct pidfd_mem {
+	struct kref kref;
+	/* T's mm at OPEN, pinned with mmgrab only: never keeps it alive (O3). */
+	struct mm_struct *mm;
+	/* Tells when T's address space is torn down (exit or exec, L2/L4). */
+	struct mmu_notifier mn;
+	/* The access file's inode: its i_mapping lists every mirror VMA. */
+	struct inode *inode;
+	/* Serialises MAP, UNMAP and LOCK; protects @locked. */
+	struct mutex ctl_lock;
+	bool locked;
+	/*
+	 * The notifier lock of the hmm discipline: protects @grants and every
+	 * grant's @revoked, and orders PTE installation against the interval
+	 * notifiers' sequence updates. Never held while sleeping on another
+	 * lock, allocating, or zapping page tables.
+	 */
+	struct mutex lock;
+	struct rb_root_cached grants;
+	/* Set once T's address space is gone; @wq wakes pollers (A4). */
+	bool dead;
+	wait_queue_head_t wq;
+};
+
+/*
+ * struct pidfd_mem_grant - one window mem[offset, offset+size) that mirrors
+ * T[address, address+size). Its fields other than @revoked never change:
+ * UNMAP that splits a grant makes new grants.
+ */
+struct pidfd_mem_grant {
+	struct interval_tree_node node;	/* [offset, offset + size - 1] */
+	struct mmu_interval_notifier notifier;	/* T[address, address+size) */
+	struct pidfd_mem *ctx;
+	struct kref kref;
+	u64 address;
+	u64 offset;
+	u64 size;
+	u32 prot;
+	bool revoked;			/* under ctx->lock */
+};
+
+/* access.c */
+extern struct vfsmount *pidfd_mem_mnt;
+struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm);
+void pidfd_mem_put(struct pidfd_mem *ctx);
+struct file *pidfd_mem_access_file(struct pidfd_mem *ctx);
+bool pidfd_mem_is_access_file(struct file *file);
+ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
+		     bool write, bool mm_locked);
+int pidfd_mem_fs_init(void);
+void pidfd_mem_fs_exit(void);
+
+/* control.c */
+struct file *pidfd_mem_control_file(struct pidfd_mem *ctx);
+
+/* mirror.c */
+int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma);
+unsigned long pidfd_mem_mirror_get_unmapped_area(struct pidfd_mem *ctx,
+						 struct file *file,
+						 unsigned long addr,
+						 unsigned long len,
+						 unsigned long pgoff,
+						 unsigned long flags);
+
+/* grant.c */
+int pidfd_mem_grant_map(struct pidfd_mem *ctx, u64 address, u64 offset,
+			u64 size, u32 prot);
+int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size);
+struct pidfd_mem_grant *pidfd_mem_grant_find(struct pidfd_mem *ctx, u64 offset);
+struct pidfd_mem_grant *pidfd_mem_grant_get(struct pidfd_mem *ctx, u64 offset);
+void pidfd_mem_grant_put(struct pidfd_mem_grant *grant);
+bool pidfd_mem_grant_any_readonly(struct pidfd_mem *ctx, u64 offset, u64 len);
+void pidfd_mem_grant_destroy_all(struct pidfd_mem *ctx);
+
+/* Compatibility across kernel versions, from the probes in Kbuild. */
+static inline void pidfd_mem_vm_flags_set(struct vm_area_struct *vma,
+					  vm_flags_t set, vm_flags_t clear)
+{
+#ifdef PIDFD_MEM_HAVE_VM_FLAGS_SET
+	vm_flags_mod(vma, set, clear);
+#else
+	vma->vm_flags = (vma->vm_flags | set) & ~clear;
+#endif
+}
+
+#endif /* PIDFD_MEM_INTERNAL_H */
