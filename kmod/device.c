@@ -26,14 +26,15 @@
 
 #include "pidfd_mem.h"
 
-/* The inode every anon_inode file shares, pidfds among them before pidfs. */
+/* The inode every anon_inode file shares; a pidfd's private_data is its pid. */
 static struct inode *pidfd_mem_anon_inode;
 
 static struct pid *pidfd_mem_file_pid(struct file *file)
 {
 #ifdef PIDFS_MAGIC
+	/* pidfs (6.9 and later) keeps the pid in the inode. */
 	if (file_inode(file)->i_sb->s_magic == PIDFS_MAGIC)
-		return file->private_data;
+		return file_inode(file)->i_private;
 #endif
 	if (file_inode(file) == pidfd_mem_anon_inode &&
 	    !strcmp(file->f_path.dentry->d_name.name, "[pidfd]"))
