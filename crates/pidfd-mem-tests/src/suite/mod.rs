@@ -1,0 +1,6 @@
+//! The tests, grouped by contract section.
+
+pub mod access;
+pub mod control;
+pub mod life;
+pub mod open;
