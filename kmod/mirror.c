@@ -183,10 +183,11 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	range.end = range.start + (end - start);
 	range.hmm_pfns = pfns;
 	range.pfn_flags_mask = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
-	for (i = 0; i < npages; i++)
-		pfns[i] = 0;
-	pfns[idx] = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
 	do {
+		/* Inputs again: a failed walk leaves outputs in pfns[]. */
+		for (i = 0; i < npages; i++)
+			pfns[i] = 0;
+		pfns[idx] = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
 		range.notifier_seq = mmu_interval_read_begin(&grant->notifier);
 		err = hmm_range_fault(&range);
 	} while (err == -EBUSY);

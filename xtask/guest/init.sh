@@ -59,9 +59,15 @@ mount -t tmpfs -o mode=755 tmpfs /host/run || fail "mount /host/run"
 grep -qw hugetlbfs /proc/filesystems && mount -t hugetlbfs hugetlbfs /host/dev/hugepages
 mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 ip link set lo up 2>/dev/null
+if [ -n "$WORK" ]; then # a work tree under /tmp or /run: its own 9p export
+	mkdir -p "/host$WORK"
+	mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=$MSIZE,cache=loose work "/host$WORK" ||
+		fail "mounting the work tree $WORK over 9p failed"
+fi
 
 if [ -n "$MODULE" ]; then
 	insmod "$MODULE" || fail "insmod $MODULE failed"
+	MODNAME=$(head -n 1 /proc/modules | cut -d ' ' -f 1) # the module just loaded
 	if [ -n "$MODULE_DEV" ]; then
 		i=0
 		until [ -c "/host$MODULE_DEV" ]; do
@@ -89,6 +95,23 @@ wait $cmd
 rc=$?
 kill $watchdog 2>/dev/null
 echo "xtask: command end at $(cut -d' ' -f1 /proc/uptime)s"
+if [ -n "$MODULE" ] && [ ! -e /xtask/timedout ]; then
+	# Contract L3: once every fd and mirror is gone the module unloads, and
+	# (on kernels with kmemleak) leaves nothing behind.
+	if ! rmmod "$MODNAME"; then
+		echo "xtask: error: $MODNAME could not be unloaded after the command (L3)" >"$ERR_PORT"
+		[ "$rc" -eq 0 ] && rc=1
+	fi
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		echo scan >/sys/kernel/debug/kmemleak
+		echo scan >/sys/kernel/debug/kmemleak
+		if grep -q "$MODNAME" /sys/kernel/debug/kmemleak; then
+			echo "xtask: error: kmemleak reports leaks from $MODNAME:" >"$ERR_PORT"
+			cat /sys/kernel/debug/kmemleak >"$ERR_PORT"
+			[ "$rc" -eq 0 ] && rc=1
+		fi
+	fi
+fi
 if [ -e /xtask/timedout ]; then
 	finish "timeout $CMD_TIMEOUT"
 else

@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the kernel module and runs commands and the test suite in a QEMU
 //! guest that sees the host's root filesystem. See xtask/README.md.
 
+mod bench;
 mod host;
 mod initramfs;
 mod ktap;
@@ -50,6 +51,14 @@ enum Cmd {
     Demo {
         #[command(flatten)]
         vm: VmArgs,
+    },
+    /// Run pidfd-mem-bench in the guest; write target/bench/report.{json,md}, throughput.svg.
+    Bench {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Arguments for the bench (`--quick`).
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
     },
 }
 
@@ -173,6 +182,7 @@ fn real_main() -> Result<i32> {
         }
         Cmd::Test { vm, guest_only } => test(&vm, guest_only),
         Cmd::Demo { vm } => demo(&vm),
+        Cmd::Bench { vm, args } => bench::bench(&vm, &args),
     }
 }
 

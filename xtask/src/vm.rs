@@ -246,10 +246,14 @@ fn build_initramfs(
         }
         None => ("", ""),
     };
+    let work = shadowed_work_tree()
+        .map(|w| w.display().to_string())
+        .unwrap_or_default();
     let conf = format!(
-        "MODULES={}\nMODULE={module}\nMODULE_DEV={}\nMSIZE=512000\nCMD_TIMEOUT={cmd_timeout}\n",
+        "MODULES={}\nMODULE={module}\nMODULE_DEV={}\nMSIZE=512000\nCMD_TIMEOUT={cmd_timeout}\nWORK={}\n",
         sh_quote(&names.join(" ")),
         sh_quote(module_dev),
+        sh_quote(&work),
     );
     c.file("xtask/conf", 0o644, conf.as_bytes());
     c.file(
@@ -301,6 +305,17 @@ fn qemu_path(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
+/// The work tree, when it lies under a directory the guest covers with its
+/// own tmpfs (so that it must be exported separately).
+fn shadowed_work_tree() -> Option<PathBuf> {
+    let root = crate::host::repo_root();
+    let root = root.canonicalize().unwrap_or(root);
+    ["/tmp", "/run", "/dev/shm"]
+        .iter()
+        .any(|d| root.starts_with(d))
+        .then_some(root)
+}
+
 fn qemu_command(opts: &Options, dir: &Path) -> Command {
     let mut q = Command::new("qemu-system-x86_64");
     let (accel, cpu) = match opts.accel {
@@ -334,6 +349,18 @@ fn qemu_command(opts: &Options, dir: &Path) -> Command {
         "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
     ]);
     q.args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"]);
+    if let Some(work) = shadowed_work_tree() {
+        // The guest mounts tmpfs over /tmp, /run and /dev/shm: a work tree
+        // there (a CI clone under /tmp, say) is exported on its own.
+        q.args([
+            "-fsdev",
+            &format!(
+                "local,id=work,path={},security_model=none,readonly=on,multidevs=remap",
+                qemu_path(&work)
+            ),
+        ]);
+        q.args(["-device", "virtio-9p-pci,fsdev=work,mount_tag=work"]);
+    }
     q.args(["-device", "virtio-serial-pci"]);
     for port in ["out", "err", "status", "kmsg"] {
         let path = qemu_path(&dir.join(port));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use harness::Test;
 use rustix::process::Signal;
 
-use suite::{access as a, control as c, life as l, open as o};
+use suite::{access as a, control as c, life as l, open as o, race as r};
 
 const BUS: Signal = Signal::BUS;
 
@@ -95,6 +95,21 @@ fn tests() -> Vec<Test> {
         Test::new("p1_unprivileged_eperm", o::p1_unprivileged_eperm),
         Test::new("p1_mem_is_capability", o::p1_mem_is_capability),
         Test::new("p2_ctl_is_capability", o::p2_ctl_is_capability),
+        Test::new(
+            "c2_mirror_store_breaks_cow_in_t",
+            r::c2_mirror_store_breaks_cow_in_t,
+        ),
+        Test::new("c4_churn_never_stale", r::c4_churn_never_stale),
+        Test::new("c4_churn_free_never_stale", r::c4_churn_free_never_stale),
+        Test::new(
+            "o3_fds_do_not_pin_address_space",
+            r::o3_fds_do_not_pin_address_space,
+        ),
+        Test::new(
+            "l3_unload_refused_while_in_use",
+            r::l3_unload_refused_while_in_use,
+        ),
+        Test::new("p3_unmap_races_faults", r::p3_unmap_races_faults),
     ]
 }
 

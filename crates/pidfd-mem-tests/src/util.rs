@@ -41,6 +41,7 @@ enum Op {
     Sum,
     Exec,
     Exit,
+    Fork,
 }
 
 #[repr(C)]
@@ -235,6 +236,20 @@ fn serve(cmd: Cmd, reply_fd: RawFd) -> Reply {
             err(Errno::from_raw_os_error(
                 std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
             ))
+        }
+        x if x == Op::Fork as u64 => {
+            // SAFETY: T is single-threaded; the child only pauses until the
+            // test's process group is killed.
+            match unsafe { libc::fork() } {
+                0 => loop {
+                    // SAFETY: waiting for a signal.
+                    unsafe { libc::pause() };
+                },
+                -1 => err(Errno::from_raw_os_error(
+                    std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+                )),
+                child => ok(child as u64),
+            }
         }
         x if x == Op::Exit as u64 => {
             // SAFETY: ending T.
@@ -453,6 +468,12 @@ impl Target {
         Ok(())
     }
 
+    /// T forks a child that keeps T's memory as it is now (copy-on-write)
+    /// and pauses; returns the child's pid.
+    pub fn fork(&self) -> Result<i32, Failure> {
+        self.call(Op::Fork, 0, 0, 0).ctx("T fork").map(|p| p as i32)
+    }
+
     /// T exits; waits until it is a zombie, without reaping it (its pid
     /// stays valid).
     pub fn exit_no_reap(&mut self) -> Result<(), Failure> {
@@ -577,6 +598,41 @@ impl RawMap {
         // SAFETY: a new mapping at a kernel-chosen address aliases nothing.
         let p = unsafe { rustix::mm::mmap(core::ptr::null_mut(), len, prot, flags, fd, offset) }?;
         Ok(Self { ptr: p.cast(), len })
+    }
+
+    /// A shared anonymous mapping (shared with children forked after it).
+    pub fn anon_shared(len: usize) -> Result<Self, Errno> {
+        // SAFETY: a new mapping at a kernel-chosen address aliases nothing.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+            )
+        }?;
+        Ok(Self { ptr: p.cast(), len })
+    }
+
+    /// Atomic (SeqCst) load of the aligned u64 at byte `i`.
+    pub fn load(&self, i: usize) -> u64 {
+        assert!(i + 8 <= self.len && i % 8 == 0);
+        // SAFETY: aligned and inside the live mapping, which is never a
+        // mirror here (local shared memory).
+        unsafe {
+            (*self.ptr.add(i).cast::<std::sync::atomic::AtomicU64>())
+                .load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Atomic (SeqCst) store of the aligned u64 at byte `i`.
+    pub fn store(&self, i: usize, v: u64) {
+        assert!(i + 8 <= self.len && i % 8 == 0);
+        // SAFETY: as `load`.
+        unsafe {
+            (*self.ptr.add(i).cast::<std::sync::atomic::AtomicU64>())
+                .store(v, std::sync::atomic::Ordering::SeqCst)
+        }
     }
 
     /// Volatile read of byte `i` (unguarded: SIGBUS kills).

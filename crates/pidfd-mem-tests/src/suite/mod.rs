@@ -4,3 +4,4 @@ pub mod access;
 pub mod control;
 pub mod life;
 pub mod open;
+pub mod race;
