@@ -96,6 +96,9 @@ struct VmArgs {
     /// Keep target/vm/run-<pid>/ (logs) even when the run passes.
     #[arg(long)]
     keep: bool,
+    /// Extra kernel command line (e.g. "init_on_free=1 page_poison=1").
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    append: String,
 }
 
 impl VmArgs {
@@ -139,6 +142,7 @@ impl VmArgs {
             env,
             keep: self.keep,
             stream: true,
+            append: self.append.clone(),
         };
         if self.accel == vm::Accel::Kvm && vm::kvm_works(&opts) {
             opts.accel = vm::Accel::Kvm;

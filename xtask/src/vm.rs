@@ -77,6 +77,8 @@ pub struct Options {
     pub keep: bool,
     /// Copy the command's output to our stdout/stderr as it arrives.
     pub stream: bool,
+    /// Extra kernel command line.
+    pub append: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -341,7 +343,8 @@ fn qemu_command(opts: &Options, dir: &Path) -> Command {
         dir.parent().unwrap_or(dir),
     ));
     q.arg("-initrd").arg(dir.join("initramfs.cpio"));
-    q.args(["-append", "console=ttyS0 panic=-1 quiet"]);
+    q.arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 quiet {}", opts.append).trim_end());
     q.arg("-serial")
         .arg(format!("file:{}", qemu_path(&dir.join("console.log"))));
     q.args([

@@ -100,7 +100,6 @@ fn tests() -> Vec<Test> {
             r::c2_mirror_store_breaks_cow_in_t,
         ),
         Test::new("c4_churn_never_stale", r::c4_churn_never_stale),
-        Test::new("c4_churn_free_never_stale", r::c4_churn_free_never_stale),
         Test::new(
             "o3_fds_do_not_pin_address_space",
             r::o3_fds_do_not_pin_address_space,

@@ -120,7 +120,8 @@ fn list_names_follow_contract_ids() {
         let id = name.split('_').next().unwrap();
         let known = [
             "abi", "o1", "o2", "m1", "m2", "u1", "k1", "k2", "a1", "a2", "a2a", "a3", "a4", "a5",
-            "a6", "a7", "a8", "a9", "c1", "c3", "l1", "l2", "l4", "r1", "p1", "p2",
+            "a6", "a7", "a8", "a9", "c1", "c2", "c3", "c4", "l1", "l2", "l3", "l4", "o3", "r1",
+            "p1", "p2", "p3",
         ];
         assert!(
             known.contains(&id),

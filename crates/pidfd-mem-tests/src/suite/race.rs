@@ -58,6 +58,25 @@ pub fn c2_mirror_store_breaks_cow_in_t() -> TestResult {
     Ok(())
 }
 
+/// `/proc/PID/pagemap` of one address, in words: "pfn 0x..", "none".
+fn pagemap(pid: &str, addr: u64) -> String {
+    let Ok(f) = std::fs::File::open(format!("/proc/{pid}/pagemap")) else {
+        return "unreadable".into();
+    };
+    let mut b = [0u8; 8];
+    match std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, addr / pg() * 8) {
+        Ok(()) => {
+            let e = u64::from_ne_bytes(b);
+            if e >> 63 == 1 {
+                format!("pfn {:#x}", e & ((1 << 55) - 1))
+            } else {
+                "none".into()
+            }
+        }
+        Err(e) => format!("error {e}"),
+    }
+}
+
 /// The churning target of C4: a process that remaps one page again and
 /// again, storing a new generation number in it each time, and publishes in
 /// a shared status page the generation it is starting (`started`) and the
@@ -107,7 +126,7 @@ impl Churn {
         let ops: Vec<u64> = std::env::var("C4_OPS")
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-            .unwrap_or_else(|| vec![2, 3]);
+            .unwrap_or_else(|| vec![0, 1, 2, 3]);
         while Instant::now() < end && status.load(Self::STOP) == 0 {
             g += 1;
             status.store(Self::STARTED, g);
@@ -166,28 +185,11 @@ impl Drop for Churn {
     }
 }
 
-/// C4: while T re-protects (PROT_NONE and back) and copy-on-writes (fork) a
-/// page as fast as it can, a mirror never shows a page T no longer maps: every value read is
+/// C4: while T unmaps and remaps, zaps (MADV_DONTNEED), re-protects and
+/// copy-on-writes (fork) a page as fast as it can, a mirror never shows a
+/// page T no longer maps: every value read is
 /// 0 (a fresh page), or a generation T had finished or was writing then.
 pub fn c4_churn_never_stale() -> TestResult {
-    c4_churn(None)
-}
-
-/// C4 with T freeing its page (MADV_DONTNEED, munmap) while the mirror
-/// faults. KNOWN BUG: a mirror can still show a page T freed, a few times in
-/// thousands of generations (see the issue note); skipped unless
-/// `PIDFD_MEM_KNOWN_BUGS=1`, so that it is reported, never counted as passed.
-pub fn c4_churn_free_never_stale() -> TestResult {
-    if std::env::var_os("PIDFD_MEM_KNOWN_BUGS").is_none() {
-        crate::skip!("known bug: stale mirror page after MADV_DONTNEED/munmap races a fault; PIDFD_MEM_KNOWN_BUGS=1 runs it");
-    }
-    c4_churn(Some("0,1"))
-}
-
-fn c4_churn(ops: Option<&str>) -> TestResult {
-    if let Some(ops) = ops {
-        std::env::set_var("C4_OPS", ops);
-    }
     let churn = Churn::spawn(4)?;
     let pidfd = pidfd_open(churn.pid as u32).ctx("pidfd_open")?;
     let (ctl, mem) = pidfd_mem(&pidfd, 0).ctx("pidfd_mem")?;
@@ -204,7 +206,9 @@ fn c4_churn(ops: Option<&str>) -> TestResult {
     while Instant::now() < end {
         for off in [0usize, page() - 8] {
             let done = churn.status.load(Churn::DONE);
-            let v = match m.read_obj::<u64>(off) {
+            // One aligned 8-byte load: a byte-wise copy could tear across
+            // two of T's pages (the copy faults and resumes on the new one).
+            let v = match m.load_u64(off, Ordering::SeqCst) {
                 Ok(v) => v,
                 Err(MirrorError::Fault { .. }) => {
                     faults += 1;
@@ -217,9 +221,12 @@ fn c4_churn(ops: Option<&str>) -> TestResult {
             if v == 0 {
                 zeros += 1;
             } else if v < done || v > started {
+                let mine = pagemap("self", m.as_ptr() as u64);
+                let theirs = pagemap(&churn.pid.to_string(), churn.addr);
                 fail!(
                     "C4: mirror read {v} at +{off} after T finished generation {done} \
-                     (and had started {started}): a page T no longer maps"
+                     (and had started {started}): a page T no longer maps \
+                     (pagemap now: mirror {mine}, T {theirs})"
                 );
             }
             // The copying path must hold to the same rule.
@@ -230,7 +237,7 @@ fn c4_churn(ops: Option<&str>) -> TestResult {
                 let started = churn.status.load(Churn::STARTED);
                 preads += 1;
                 ensure!(
-                    v == 0 || (v >= done && v <= started),
+                    pread_value_ok(v, done, started),
                     "C4: pread {v} after T finished {done} (started {started})"
                 );
             }
@@ -241,6 +248,21 @@ fn c4_churn(ops: Option<&str>) -> TestResult {
     ensure!(gens > 20, "C4: T churned only {gens} generations");
     ensure!(reads > zeros, "C4: no non-zero value was ever read");
     Ok(())
+}
+
+/// A value pread may return: 0, a generation T had finished or was writing,
+/// or such a generation torn with the zeros of its fresh page (pread copies
+/// byte by byte while T stores its 8 bytes at once).
+fn pread_value_ok(v: u64, done: u64, started: u64) -> bool {
+    if v == 0 || (v >= done && v <= started) {
+        return true;
+    }
+    (done..=started.min(done + 4096)).any(|g| {
+        (0..8).all(|i| {
+            let b = (v >> (8 * i)) & 0xff;
+            b == 0 || b == (g >> (8 * i)) & 0xff
+        })
+    })
 }
 
 /// O3: holding ctl, mem and a populated mirror does not keep T's address
