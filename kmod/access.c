@@ -10,6 +10,7 @@
  */
 #include <linux/file.h>
 #include <linux/fs_context.h>
+#include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/module.h>
 #include <linux/mount.h>
@@ -19,7 +20,7 @@
 #include <linux/slab.h>
 #include <linux/uio.h>
 
-#include "pidfd_mem.h"
+#include "internal.h"
 
 #define PIDFD_MEM_MAGIC 0x7069646d	/* "pidm" */
 #define PIDFD_MEM_RW_BATCH 16		/* pages pinned per copy step */
@@ -113,15 +114,44 @@ void pidfd_mem_put(struct pidfd_mem *ctx)
 }
 
 /*
+ * Take T's mmap_lock for a copy. Nested under a mapper's mmap_lock (ptrace
+ * through a mirror, A8) it is only tried, never awaited, for a bounded time:
+ * when T and the mapper mirror each other, waiting could deadlock against
+ * writers queued on both, and lockdep rightly calls it recursion.
+ */
+static int pidfd_mem_rw_lock_mm(struct mm_struct *mm, enum pidfd_mem_rw_lock how)
+{
+	int tries;
+
+	switch (how) {
+	case PIDFD_MEM_RW_LOCKED:
+		return 0;
+	case PIDFD_MEM_RW_UNLOCKED:
+		return mmap_read_lock_killable(mm) ? -EINTR : 0;
+	case PIDFD_MEM_RW_NESTED:
+		for (tries = 0; tries < 100; tries++) {
+			if (mmap_read_trylock(mm))
+				return 0;
+			if (fatal_signal_pending(current))
+				return -EINTR;
+			usleep_range(500, 1000);
+		}
+		return -EAGAIN;
+	}
+	return -EINVAL;
+}
+
+/*
  * Copy between T and @iter at mem offset @pos, with T's own protections.
  * Returns the bytes copied, or an error when not even the first byte could be:
  * -EIO (no grant, hole, no access in T), -EACCES (write in a read-only
- * grant), -ESRCH (T's address space is gone). @mm_locked: the caller holds
- * T's mmap_lock (a mapper that is T itself, in the ->access path).
+ * grant), -ESRCH (T's address space is gone). @how: how T's mmap_lock is
+ * taken (see enum pidfd_mem_rw_lock).
  */
 ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
-		     bool write, bool mm_locked)
+		     bool write, enum pidfd_mem_rw_lock how)
 {
+	bool mm_locked = how == PIDFD_MEM_RW_LOCKED;
 	struct page *pages[PIDFD_MEM_RW_BATCH];
 	struct mm_struct *mm = ctx->mm;
 	ssize_t done = 0;
@@ -159,10 +189,9 @@ ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
 		npages = min_t(u64, DIV_ROUND_UP(off + left, PAGE_SIZE),
 			       PIDFD_MEM_RW_BATCH);
 
-		if (!mm_locked && mmap_read_lock_killable(mm)) {
-			err = -EINTR;
+		err = pidfd_mem_rw_lock_mm(mm, how);
+		if (err)
 			break;
-		}
 #ifdef PIDFD_MEM_HAVE_GUP_VMAS
 		got = get_user_pages_remote(mm, addr & PAGE_MASK, npages,
 					    write ? FOLL_WRITE : 0, pages,
@@ -216,7 +245,7 @@ static ssize_t pidfd_mem_access_read_iter(struct kiocb *iocb,
 
 	if (iocb->ki_pos < 0)
 		return -EINVAL;
-	ret = pidfd_mem_rw(ctx, iocb->ki_pos, to, false, false);
+	ret = pidfd_mem_rw(ctx, iocb->ki_pos, to, false, PIDFD_MEM_RW_UNLOCKED);
 	if (ret > 0)
 		iocb->ki_pos += ret;
 	return ret;
@@ -230,7 +259,7 @@ static ssize_t pidfd_mem_access_write_iter(struct kiocb *iocb,
 
 	if (iocb->ki_pos < 0)
 		return -EINVAL;
-	ret = pidfd_mem_rw(ctx, iocb->ki_pos, from, true, false);
+	ret = pidfd_mem_rw(ctx, iocb->ki_pos, from, true, PIDFD_MEM_RW_UNLOCKED);
 	if (ret > 0)
 		iocb->ki_pos += ret;
 	return ret;

@@ -8,7 +8,7 @@
 #include <linux/limits.h>
 #include <linux/uaccess.h>
 
-#include "pidfd_mem.h"
+#include "internal.h"
 
 static bool pidfd_mem_window_ok(s64 offset, s64 size)
 {

@@ -24,16 +24,16 @@
 #include <linux/sched/task.h>
 #include <linux/uaccess.h>
 
-#include "pidfd_mem.h"
+#include "internal.h"
 
 /* The inode every anon_inode file shares; a pidfd's private_data is its pid. */
 static struct inode *pidfd_mem_anon_inode;
 
 static struct pid *pidfd_mem_file_pid(struct file *file)
 {
-#ifdef PIDFS_MAGIC
+#ifdef PID_FS_MAGIC
 	/* pidfs (6.9 and later) keeps the pid in the inode. */
-	if (file_inode(file)->i_sb->s_magic == PIDFS_MAGIC)
+	if (file_inode(file)->i_sb->s_magic == PID_FS_MAGIC)
 		return file_inode(file)->i_private;
 #endif
 	if (file_inode(file) == pidfd_mem_anon_inode &&

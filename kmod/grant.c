@@ -14,7 +14,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 
-#include "pidfd_mem.h"
+#include "internal.h"
 
 /*
  * Tasks that are zapping mirror PTEs right now. Zapping a mirror runs the

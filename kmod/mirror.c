@@ -19,7 +19,7 @@
 #include <linux/sched/mm.h>
 #include <linux/uio.h>
 
-#include "pidfd_mem.h"
+#include "internal.h"
 
 /* Pages looked up and mapped by one read fault (at most, and aligned). */
 static unsigned int fault_around_pages = 64;
@@ -277,7 +277,9 @@ static int pidfd_mem_mirror_access(struct vm_area_struct *vma,
 	kvec.iov_len = min_t(unsigned long, len, vma->vm_end - addr);
 	iov_iter_kvec(&iter, write ? ITER_SOURCE : ITER_DEST, &kvec, 1,
 		      kvec.iov_len);
-	return pidfd_mem_rw(ctx, off, &iter, write, vma->vm_mm == ctx->mm);
+	return pidfd_mem_rw(ctx, off, &iter, write,
+			    vma->vm_mm == ctx->mm ? PIDFD_MEM_RW_LOCKED :
+						    PIDFD_MEM_RW_NESTED);
 }
 
 static const struct vm_operations_struct pidfd_mem_mirror_ops = {

@@ -236,7 +236,58 @@ pub fn cargo() -> Command {
 
 /// Builds the module in `<repo>/kmod` against `kdir`; returns `kmod/pidfd_mem.ko`.
 pub fn build_kmod(kdir: &Path) -> Result<PathBuf> {
-    let kmod = repo_root().join("kmod");
+    build_kmod_in(&repo_root().join("kmod"), kdir)
+}
+
+/// Builds the module for `kdir` in a copy of kmod/ of its own
+/// (`target/kmod/<kdir>/kmod`), so that runs on two kernels, or two runs at
+/// once, never swap each other's `.ko`. Only changed sources are copied, so
+/// the build stays incremental.
+pub fn build_kmod_for_run(kdir: &Path) -> Result<PathBuf> {
+    let src = repo_root().join("kmod");
+    let tag: String = kdir
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let top = repo_root().join("target/kmod").join(tag.trim_matches('_'));
+    let dst = top.join("kmod");
+    fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+    let include = top.join("include");
+    if !include.exists() {
+        std::os::unix::fs::symlink(repo_root().join("include"), &include)
+            .with_context(|| format!("linking {}", include.display()))?;
+    }
+    for entry in fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let wanted = name == "Kbuild"
+            || name == "Makefile"
+            || [".c", ".h", ".sh"].iter().any(|e| name.ends_with(e));
+        if !wanted || name.ends_with(".mod.c") || !path.is_file() {
+            continue;
+        }
+        let data = fs::read(&path)?;
+        let to = dst.join(&name);
+        if fs::read(&to).ok().as_deref() != Some(&data[..]) {
+            fs::write(&to, &data).with_context(|| format!("writing {}", to.display()))?;
+        }
+    }
+    build_kmod_in(&dst, kdir)
+}
+
+fn build_kmod_in(kmod: &Path, kdir: &Path) -> Result<PathBuf> {
     if !kmod.join("Makefile").exists() {
         bail!(
             "{} has no Makefile yet: nothing to build (use --no-module to boot without it)",
@@ -250,7 +301,7 @@ pub fn build_kmod(kdir: &Path) -> Result<PathBuf> {
     let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
     run(Command::new("make")
         .arg("-C")
-        .arg(&kmod)
+        .arg(kmod)
         .arg(format!("KDIR={}", kdir.display()))
         .stdout(stderr))?;
     let ko = kmod.join("pidfd_mem.ko");

@@ -119,7 +119,7 @@ impl VmArgs {
             (_, true) => None,
             (Some(ko), false) => Some((ko.clone(), None)),
             (None, false) => Some((
-                host::build_kmod(&kernel.kdir)?,
+                host::build_kmod_for_run(&kernel.kdir)?,
                 Some("/dev/pidfd_mem".to_string()),
             )),
         };

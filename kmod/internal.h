@@ -77,8 +77,15 @@ struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm);
 void pidfd_mem_put(struct pidfd_mem *ctx);
 struct file *pidfd_mem_access_file(struct pidfd_mem *ctx);
 bool pidfd_mem_is_access_file(struct file *file);
+/* How pidfd_mem_rw() takes T's mmap_lock. */
+enum pidfd_mem_rw_lock {
+	PIDFD_MEM_RW_UNLOCKED,	/* read/write: wait for it */
+	PIDFD_MEM_RW_LOCKED,	/* the caller holds it (a mapper that is T) */
+	PIDFD_MEM_RW_NESTED,	/* the caller holds a mapper's: only try it */
+};
+
 ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
-		     bool write, bool mm_locked);
+		     bool write, enum pidfd_mem_rw_lock how);
 int pidfd_mem_fs_init(void);
 void pidfd_mem_fs_exit(void);
 
