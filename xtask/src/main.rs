@@ -191,7 +191,11 @@ fn real_main() -> Result<i32> {
 }
 
 /// Guest test programs, run in this order in one boot; paths relative to the repository.
-const GUEST_SUITE: &[&str] = &["target/vm/smoke", "target/release/pidfd-mem-tests"];
+const GUEST_SUITE: &[&str] = &[
+    "target/vm/smoke",
+    "target/release/pidfd-mem-tests",
+    "target/release/vmi-tests",
+];
 
 fn test(args: &VmArgs, guest_only: bool) -> Result<i32> {
     host::ensure_packages()?;
