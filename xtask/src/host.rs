@@ -42,8 +42,13 @@ fn installed(pkg: &str) -> bool {
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt-get (run `apt-get update` first).
 pub fn ensure_packages() -> Result<()> {
+    ensure(PACKAGES)
+}
+
+/// Installs whatever of `packages` (name, a file it provides or "") is missing.
+pub fn ensure(packages: &[(&str, &str)]) -> Result<()> {
     let have_dpkg = Command::new("dpkg-query").arg("--version").output().is_ok();
-    let missing: Vec<&str> = PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(pkg, file)| {
             if have_dpkg {

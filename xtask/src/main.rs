@@ -2,6 +2,7 @@
 //! guest that sees the host's root filesystem. See xtask/README.md.
 
 mod bench;
+mod debugkernel;
 mod host;
 mod initramfs;
 mod ktap;
@@ -53,6 +54,19 @@ enum Cmd {
         vm: VmArgs,
     },
     /// Run pidfd-mem-bench in the guest; write target/bench/report.{json,md}, throughput.svg.
+    /// Build the 6.12 debug kernel (KASAN, lockdep, kmemleak; cached outside the work
+    /// tree, in $REMOTE_MAPPING_CACHE or /var/cache/remote-mapping) and run the guest suite
+    /// on it.
+    DebugKernel {
+        /// Only build (or bring up to date) the kernel.
+        #[arg(long)]
+        build_only: bool,
+        /// make -j [default: the number of cores].
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
     Bench {
         #[command(flatten)]
         vm: VmArgs,
@@ -187,6 +201,25 @@ fn real_main() -> Result<i32> {
         Cmd::Test { vm, guest_only } => test(&vm, guest_only),
         Cmd::Demo { vm } => demo(&vm),
         Cmd::Bench { vm, args } => bench::bench(&vm, &args),
+        Cmd::DebugKernel {
+            build_only,
+            jobs,
+            mut vm,
+        } => {
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+            });
+            let (kdir, image) = debugkernel::build(jobs)?;
+            eprintln!("xtask: debug kernel {}", image.display());
+            if build_only {
+                return Ok(0);
+            }
+            vm.kernel = Some(image);
+            vm.kdir = Some(kdir);
+            // KASAN and lockdep make everything several times slower under TCG.
+            vm.timeout = vm.timeout.max(3600);
+            test(&vm, true)
+        }
     }
 }
 
