@@ -101,6 +101,10 @@ fn tests() -> Vec<Test> {
         ),
         Test::new("c4_churn_never_stale", r::c4_churn_never_stale),
         Test::new(
+            "a6_mutual_mirrors_no_deadlock",
+            r::a6_mutual_mirrors_no_deadlock,
+        ),
+        Test::new(
             "o3_fds_do_not_pin_address_space",
             r::o3_fds_do_not_pin_address_space,
         ),

@@ -369,3 +369,113 @@ pub fn p3_unmap_races_faults() -> TestResult {
     ensure!(seen.load(Ordering::Relaxed) > 0, "P3: no read succeeded");
     Ok(())
 }
+
+/// One side of [`a6_mutual_mirrors_no_deadlock`]: mirrors `peer` whole
+/// (REMOTE_PROC_MAP), then for `secs` seconds reads the peer's buffer at
+/// `peer_buf` through the mirror while churning its own buffer `own` (stores,
+/// MADV_DONTNEED, munmap and remap, mprotect), so that each side's
+/// invalidations zap the other's mirror while the other faults on its own.
+/// Returns the number of mirror reads that succeeded.
+fn mutual_side(peer: i32, peer_buf: u64, own: *mut u8, secs: u64) -> Result<u64, Failure> {
+    let p = page();
+    let pidfd = pidfd_open(peer as u32).ctx("pidfd_open(peer)")?;
+    let mem = pidfd_mem::remote_proc_map(&pidfd).ctx("REMOTE_PROC_MAP(peer)")?;
+    let m = mem.mmap(MemOffset(peer_buf), 16 * p, Prot::Read)?;
+    let rw = ProtFlags::READ | ProtFlags::WRITE;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut ok, mut i) = (0u64, 0usize);
+    while Instant::now() < end {
+        i += 1;
+        if m.load_u64((i % 16) * p, Ordering::SeqCst).is_ok() {
+            ok += 1;
+        }
+        let at = (i * 7 % 16) * p;
+        // SAFETY: `own` is this process's own 16-page test buffer; nothing
+        // else in this process uses it.
+        unsafe {
+            match i % 4 {
+                0 => {
+                    let _ = libc::madvise(own.add(at).cast(), p, libc::MADV_DONTNEED);
+                }
+                1 => {
+                    let _ = rustix::mm::munmap(own.add(at).cast(), p);
+                    let _ = rustix::mm::mmap_anonymous(
+                        own.add(at).cast(),
+                        p,
+                        rw,
+                        MapFlags::PRIVATE | MapFlags::FIXED,
+                    );
+                }
+                2 => {
+                    let _ = rustix::mm::mprotect(
+                        own.add(at).cast(),
+                        p,
+                        rustix::mm::MprotectFlags::READ,
+                    );
+                    let _ = rustix::mm::mprotect(
+                        own.add(at).cast(),
+                        p,
+                        rustix::mm::MprotectFlags::READ | rustix::mm::MprotectFlags::WRITE,
+                    );
+                }
+                _ => {}
+            }
+            own.add(at).cast::<u64>().write_volatile(i as u64);
+        }
+    }
+    Ok(ok)
+}
+
+/// A6/nesting: two processes each mirror the other's whole address space and
+/// churn their own memory while faulting on the other's: every invalidation
+/// zaps a mirror whose owner is itself a target. Neither may deadlock (the
+/// harness timeout catches that) nor recurse (the kernel log catches that).
+pub fn a6_mutual_mirrors_no_deadlock() -> TestResult {
+    let p = page();
+    let alloc = || -> Result<*mut u8, Failure> {
+        // SAFETY: a fresh private anonymous mapping.
+        let a = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                16 * p,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }
+        .ctx("mmap")?;
+        Ok(a.cast())
+    };
+    // Both buffers exist before the fork, at the same addresses in both.
+    let parent_buf = alloc()?;
+    let child_buf = alloc()?;
+    let parent = rustix::process::getpid().as_raw_nonzero().get();
+    let (r, w) = rustix::pipe::pipe().ctx("pipe")?;
+    // SAFETY: tests run single-threaded in their own forked child.
+    let child = unsafe { libc::fork() };
+    ensure!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        drop(r);
+        let code = match mutual_side(parent, parent_buf as u64, child_buf, 3) {
+            Ok(n) if n > 0 => 0,
+            Ok(_) => 2,
+            Err(_) => 1,
+        };
+        let _ = rustix::io::write(&w, &[code]);
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(code.into()) };
+    }
+    drop(w);
+    let mine = mutual_side(child, child_buf as u64, parent_buf, 3)?;
+    let mut code = [9u8];
+    let _ = rustix::io::read(&r, &mut code);
+    let mut st = 0;
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    note!(
+        "a6 mutual: {mine} reads of the peer here; peer side status {}",
+        code[0]
+    );
+    ensure!(mine > 0, "no read of the peer succeeded");
+    expect_eq!(code[0], 0, "the peer side (0: its reads succeeded)");
+    Ok(())
+}
