@@ -112,8 +112,8 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	u64 off = (u64)vmf->pgoff << PAGE_SHIFT;
 	struct pidfd_mem_grant *grant;
 	struct hmm_range range = {};
-	struct pidfd_mem_fill fill;
-	unsigned long start, end, taddr, i, idx, npages;
+	struct pidfd_mem_fill fill = {};
+	unsigned long start, end, taddr, idx, npages;
 	bool self = vma->vm_mm == mm;
 	vm_fault_t ret = VM_FAULT_SIGBUS;
 	int err;
@@ -178,19 +178,35 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 			goto unlock_mm;
 	}
 
+	/*
+	 * Two walks under one sequence: the first faults the page asked for in
+	 * T (hmm_range_fault() would also fault every page after it in its
+	 * window, and fail on one T cannot fault), the second takes the whole
+	 * window as T maps it, faulting nothing.
+	 */
 	range.notifier = &grant->notifier;
-	range.start = taddr - (addr - start);
-	range.end = range.start + (end - start);
 	range.hmm_pfns = pfns;
-	range.pfn_flags_mask = HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE;
 	do {
-		/* Inputs again: a failed walk leaves outputs in pfns[]. */
-		for (i = 0; i < npages; i++)
-			pfns[i] = 0;
-		pfns[idx] = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
 		range.notifier_seq = mmu_interval_read_begin(&grant->notifier);
+		range.start = taddr;
+		range.end = taddr + PAGE_SIZE;
+		range.default_flags = HMM_PFN_REQ_FAULT |
+				      (write ? HMM_PFN_REQ_WRITE : 0);
+		range.pfn_flags_mask = 0;
 		err = hmm_range_fault(&range);
+		if (err || npages == 1)
+			continue;
+		range.start = taddr - (addr - start);
+		range.end = range.start + (end - start);
+		range.default_flags = 0;
+		err = hmm_range_fault(&range);
+		/* T changed the page between the walks: start again. */
+		if (!err && (!(pfns[idx] & HMM_PFN_VALID) ||
+			     (write && !(pfns[idx] & HMM_PFN_WRITE))))
+			err = -EBUSY;
 	} while (err == -EBUSY);
+	if (!err)
+		fill.write = write ? idx : npages;
 	if (!self)
 		mmap_read_unlock(mm);
 	if (err) {
@@ -212,7 +228,6 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	fill.mm = vma->vm_mm;
 	fill.ro = vma->vm_page_prot;
 	fill.rw = vm_get_page_prot(vma->vm_flags);
-	fill.write = write ? idx : npages;
 	/*
 	 * One page table walk and one PTL for the whole window. The page table
 	 * exists (made above), so this allocates nothing.

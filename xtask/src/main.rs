@@ -227,6 +227,7 @@ fn real_main() -> Result<i32> {
 const GUEST_SUITE: &[&str] = &[
     "target/vm/smoke",
     "target/release/pidfd-mem-tests",
+    "target/release/rmap-guest-tests",
     "target/release/vmi-tests",
 ];
 

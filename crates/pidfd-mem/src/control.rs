@@ -20,6 +20,26 @@ fn open_device() -> Result<OwnedFd, Error> {
     .map_err(|e| Error::from_errno(Op::OpenDevice, e))
 }
 
+/// Whether the pidfd_mem module is loaded and its device usable: opens
+/// `/dev/pidfd_mem` (which grants nothing by itself, contract §1) and closes
+/// it again. False exactly when [`pidfd_mem`] would fail with
+/// [`Error::ModuleNotLoaded`] (`ENOENT`: no device node; `ENODEV`/`ENXIO`: a
+/// node without its driver); true for any other answer, so that a device
+/// this caller may not open (`EACCES`) gives its own error from
+/// [`pidfd_mem`] rather than advice to load the module. [`crate::MODULE_HELP`]
+/// says how to load it.
+///
+/// # Example
+///
+/// ```no_run
+/// if !pidfd_mem::module_loaded() {
+///     eprintln!("{}", pidfd_mem::MODULE_HELP);
+/// }
+/// ```
+pub fn module_loaded() -> bool {
+    !matches!(open_device(), Err(Error::ModuleNotLoaded { .. }))
+}
+
 /// `pidfd_mem(pidfd, flags)`: opens `/dev/pidfd_mem` (`O_RDWR | O_CLOEXEC`)
 /// and makes the `PIDFD_MEM_OPEN` ioctl on it. Returns the control fd and
 /// the access fd of target T, both close-on-exec (contract §1, O1, O2).

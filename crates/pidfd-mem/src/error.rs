@@ -7,7 +7,7 @@ use std::io;
 
 use rustix::io::Errno;
 
-use crate::types::{Grant, MemOffset, Prot};
+use crate::types::{Grant, MemOffset, Prot, RemoteAddr};
 
 /// The call that failed, with the arguments that matter for diagnosis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,24 @@ pub enum Op {
     },
     /// `poll(mem, POLLHUP)`.
     Poll,
+    /// `process_vm_readv(pid, ...)` ([`crate::process_vm::read`]).
+    ProcessVmRead {
+        /// The process.
+        pid: u32,
+        /// Its address.
+        address: RemoteAddr,
+        /// The length asked for.
+        len: usize,
+    },
+    /// `process_vm_writev(pid, ...)` ([`crate::process_vm::write`]).
+    ProcessVmWrite {
+        /// The process.
+        pid: u32,
+        /// Its address.
+        address: RemoteAddr,
+        /// The length asked for.
+        len: usize,
+    },
 }
 
 impl fmt::Display for Op {
@@ -86,6 +104,18 @@ impl fmt::Display for Op {
             Op::Read { offset, len } => write!(f, "pread of mem (offset {offset}, len {len:#x})"),
             Op::Write { offset, len } => write!(f, "pwrite of mem (offset {offset}, len {len:#x})"),
             Op::Poll => f.write_str("poll of mem"),
+            Op::ProcessVmRead { pid, address, len } => {
+                write!(
+                    f,
+                    "process_vm_readv (pid {pid}, address {address}, len {len:#x})"
+                )
+            }
+            Op::ProcessVmWrite { pid, address, len } => {
+                write!(
+                    f,
+                    "process_vm_writev (pid {pid}, address {address}, len {len:#x})"
+                )
+            }
         }
     }
 }
@@ -130,10 +160,12 @@ impl fmt::Display for ErrnoName {
     }
 }
 
-/// Help text for a missing module.
+/// Help text for a missing module: how to get it. The module is built out
+/// of tree from this project's `kmod/` (there is no package to `modprobe`).
 pub const MODULE_HELP: &str = "the pidfd_mem kernel module is not loaded: \
-     load it with `sudo insmod kmod/pidfd_mem.ko` (from the project tree) \
-     or `sudo modprobe pidfd_mem`";
+     build and load it from the project's top directory, as root, with \
+     `make -C kmod KDIR=/lib/modules/$(uname -r)/build && insmod kmod/pidfd_mem.ko`, \
+     or try it in a VM with `cargo xtask run -- CMD ARGS...`";
 
 /// What went wrong in an fd-level call. Each kernel-made variant keeps the
 /// errno ([`Error::errno`]) and the call with its arguments ([`Error::op`]).
@@ -237,7 +269,9 @@ pub enum Error {
         /// The errno.
         errno: Errno,
     },
-    /// `EFAULT`: the kernel could not access an argument (contract O2, A9).
+    /// `EFAULT`: the kernel could not access an argument (contract O2, A9);
+    /// for [`crate::process_vm`], the first byte of the other process cannot
+    /// be copied (nothing mapped, no such access, beyond a file's end).
     #[error("{op}: {}: bad address", ErrnoName(*.errno))]
     BadAddress {
         /// The call.
@@ -444,8 +478,13 @@ mod tests {
                 "{errno:?}: {e:?}"
             );
             let msg = e.to_string();
-            assert!(msg.contains("sudo insmod kmod/pidfd_mem.ko"), "{msg}");
-            assert!(msg.contains("modprobe pidfd_mem"), "{msg}");
+            assert!(
+                msg.contains("make -C kmod KDIR=/lib/modules/$(uname -r)/build"),
+                "{msg}"
+            );
+            assert!(msg.contains("insmod kmod/pidfd_mem.ko"), "{msg}");
+            assert!(msg.contains("cargo xtask run --"), "{msg}");
+            assert!(!msg.contains("modprobe"), "{msg}");
             assert_eq!(e.errno(), Some(errno));
         }
         // ENOENT elsewhere is not about the module.

@@ -15,7 +15,11 @@
 //!   and [`Access::write_at`] copy with `pread`/`pwrite` (A3);
 //!   [`Access::poll_exited`] tells when T is gone (A4).
 //! - [`remote_proc_map`] is the legacy whole-address-space mode (R1).
-//! - [`pass`] sends the fds to other processes with `SCM_RIGHTS`.
+//! - [`pass`] sends the fds to other processes with `SCM_RIGHTS`, alone or
+//!   with a payload in the same message.
+//! - [`process_vm`] copies with `process_vm_readv`/`process_vm_writev`, for
+//!   when the module is not loaded ([`module_loaded`]; [`MODULE_HELP`] says
+//!   how to get it).
 //! - [`sys`] is the raw ABI, for tests that must send what the safe API
 //!   refuses to build.
 //!
@@ -103,11 +107,12 @@ mod control;
 mod error;
 mod mirror;
 pub mod pass;
+pub mod process_vm;
 pub mod sys;
 mod types;
 
 pub use access::Access;
-pub use control::{pidfd_mem, pidfd_open, remote_proc_map, Control};
+pub use control::{module_loaded, pidfd_mem, pidfd_open, remote_proc_map, Control};
 pub use error::{ErrnoName, Error, Op, MODULE_HELP};
 pub use mirror::{Mirror, MirrorError};
 pub use pass::PassError;

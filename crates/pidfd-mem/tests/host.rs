@@ -56,8 +56,11 @@ fn module_not_loaded_on_host() {
         "{e:?}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("sudo insmod kmod/pidfd_mem.ko"), "{msg}");
-    assert!(msg.contains("modprobe pidfd_mem"), "{msg}");
+    assert!(msg.contains("make -C kmod KDIR="), "{msg}");
+    assert!(msg.contains("insmod kmod/pidfd_mem.ko"), "{msg}");
+    assert!(msg.contains("cargo xtask run --"), "{msg}");
+    assert!(!msg.contains("modprobe"), "{msg}");
+    assert!(!pidfd_mem::module_loaded());
     let e = remote_proc_map(&me).expect_err("no module, no remote_proc_map");
     assert!(matches!(e, Error::ModuleNotLoaded { .. }), "{e:?}");
 }
@@ -674,4 +677,119 @@ fn pass_errors() {
         ),
         "{e:?}"
     );
+}
+
+#[test]
+fn pass_access_with_a_payload() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (acc, data) = pattern_access(1);
+    let header: Vec<u8> = (0..64u8).collect();
+    pass::send_access_with(&a, &acc, &header).unwrap();
+    // Something sent after must stay for the next read, not be swallowed.
+    pass::send_access(&a, &acc).unwrap();
+    let (got, payload) = pass::recv_access_with(&b, 64).unwrap();
+    assert_eq!(payload, header);
+    assert!(fcntl_getfd(&got).unwrap().contains(FdFlags::CLOEXEC));
+    let mut buf = [0u8; 16];
+    got.read_exact_at(&mut buf, MemOffset(0)).unwrap();
+    assert_eq!(&buf[..], &data[..16]);
+    pass::recv_access(&b).expect("the next message is intact");
+
+    // An empty payload, and a payload as large as allowed.
+    pass::send_access_with(&a, &acc, b"").unwrap();
+    assert_eq!(pass::recv_access_with(&b, 0).unwrap().1, b"");
+    let big = vec![7u8; 100_000];
+    let sender = {
+        let a = a.try_clone().unwrap();
+        let acc = Access::from(acc.as_fd().try_clone_to_owned().unwrap());
+        let big = big.clone();
+        std::thread::spawn(move || pass::send_access_with(&a, &acc, &big).unwrap())
+    };
+    let (_, got_big) = pass::recv_access_with(&b, big.len()).unwrap();
+    sender.join().unwrap();
+    assert_eq!(got_big, big);
+
+    // Any bound is fine, even one no buffer could hold.
+    pass::send_access_with(&a, &acc, b"unbounded").unwrap();
+    assert_eq!(
+        pass::recv_access_with(&b, usize::MAX).unwrap().1,
+        b"unbounded"
+    );
+
+    // Over a datagram socket too (one message, boundaries kept).
+    let (c, d) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    pass::send_access_with(&c, &acc, b"dgram").unwrap();
+    assert_eq!(pass::recv_access_with(&d, 16).unwrap().1, b"dgram");
+}
+
+#[test]
+fn pass_with_payload_errors() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let acc = Access::from(memfd(0));
+    // Longer than the receiver accepts.
+    pass::send_access_with(&a, &acc, &[1u8; 65]).unwrap();
+    assert!(matches!(
+        pass::recv_access_with(&b, 64),
+        Err(PassError::PayloadTooLarge { len: 65, max: 64 })
+    ));
+    let (a, b) = UnixStream::pair().unwrap();
+    // A plain message where a payload is expected, and the other way round.
+    pass::send_access(&a, &acc).unwrap();
+    assert!(matches!(
+        pass::recv_access_with(&b, 64),
+        Err(PassError::WrongKind {
+            expected: 'P',
+            found: 'M'
+        })
+    ));
+    pass::send_access_with(&a, &acc, b"x").unwrap();
+    assert!(matches!(
+        pass::recv_access(&b),
+        Err(PassError::WrongKind {
+            expected: 'M',
+            found: 'P'
+        })
+    ));
+    let (a, b) = UnixStream::pair().unwrap();
+    // The wrong kind of fd.
+    pass::send_fd_with(&a, memfd(0), pass::TAG_CONTROL, b"x").unwrap();
+    assert!(matches!(
+        pass::recv_access_with(&b, 64),
+        Err(PassError::WrongKind {
+            expected: 'M',
+            found: 'C'
+        })
+    ));
+    // The peer closes half way through the payload.
+    {
+        use core::mem::MaybeUninit;
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let f = memfd(0);
+        let fds = [f.as_fd()];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut ctl = SendAncillaryBuffer::new(&mut space);
+        assert!(ctl.push(SendAncillaryMessage::ScmRights(&fds)));
+        let mut msg = vec![b'P', b'M'];
+        msg.extend_from_slice(&10u32.to_le_bytes());
+        msg.extend_from_slice(b"abc");
+        rustix::net::sendmsg(
+            &a,
+            &[std::io::IoSlice::new(&msg)],
+            &mut ctl,
+            SendFlags::empty(),
+        )
+        .unwrap();
+    }
+    drop(a);
+    assert!(matches!(
+        pass::recv_access_with(&b, 64),
+        Err(PassError::Closed)
+    ));
+    // Nothing at all.
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(a);
+    assert!(matches!(
+        pass::recv_access_with(&b, 64),
+        Err(PassError::Closed)
+    ));
 }

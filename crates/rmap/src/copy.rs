@@ -2,11 +2,10 @@
 //! access fd through a grant that covers the range, contract A3) when the
 //! module is loaded, else with `process_vm_readv`/`process_vm_writev`.
 
-use std::io;
 use std::sync::Once;
 
 use anyhow::{Context, Result};
-use pidfd_mem::{pidfd_mem, pidfd_open, Access, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem::{pidfd_mem, pidfd_open, process_vm, Access, Grant, MemOffset, Prot, RemoteAddr};
 
 use crate::addr::Range;
 use crate::errors::{bad, Failure};
@@ -133,10 +132,10 @@ impl Copier {
                     Err(e) => Err(anyhow::Error::new(e)),
                 }
             }
-            Inner::ProcessVm => match vm_readv(self.pid, addr, buf) {
+            Inner::ProcessVm => match process_vm::read(self.pid, RemoteAddr(addr), buf) {
                 Ok(n) => Ok(n),
-                Err(e) if hole_errno(&e) => Ok(0),
-                Err(e) => Err(self.gone_or(e).context("process_vm_readv")),
+                Err(pidfd_mem::Error::BadAddress { .. }) => Ok(0),
+                Err(e) => Err(self.gone_or(e)),
             },
         }
     }
@@ -155,16 +154,16 @@ impl Copier {
                     Err(e) => Err(anyhow::Error::new(e)),
                 }
             }
-            Inner::ProcessVm => match vm_writev(self.pid, addr, buf) {
+            Inner::ProcessVm => match process_vm::write(self.pid, RemoteAddr(addr), buf) {
                 Ok(n) => Ok(n),
-                Err(e) if hole_errno(&e) => Ok(0),
-                Err(e) => Err(self.gone_or(e).context("process_vm_writev")),
+                Err(pidfd_mem::Error::BadAddress { .. }) => Ok(0),
+                Err(e) => Err(self.gone_or(e)),
             },
         }
     }
 
-    fn gone_or(&self, e: io::Error) -> anyhow::Error {
-        if e.raw_os_error() == Some(libc::ESRCH) {
+    fn gone_or(&self, e: pidfd_mem::Error) -> anyhow::Error {
+        if matches!(e, pidfd_mem::Error::TargetExited { .. }) {
             anyhow::Error::new(Failure::Gone(format!(
                 "process {} has exited (ESRCH)",
                 self.pid
@@ -213,68 +212,6 @@ pub fn push_hole(holes: &mut Vec<Range>, r: Range) {
         }
     }
     holes.push(r);
-}
-
-fn hole_errno(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EIO))
-}
-
-fn check_pid(pid: u32) -> io::Result<libc::pid_t> {
-    libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))
-}
-
-/// `process_vm_readv(pid, [buf], [addr, len])`; `EINTR` is retried.
-fn vm_readv(pid: u32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let pid = check_pid(pid)?;
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    loop {
-        // SAFETY: `local` describes `buf`, a live buffer of `buf.len()` bytes
-        // that we borrow mutably for the call, and the kernel writes at most
-        // that much into it. `remote` holds addresses of the other process,
-        // which this process never dereferences.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// `process_vm_writev(pid, [buf], [addr, len])`; `EINTR` is retried.
-fn vm_writev(pid: u32, addr: u64, buf: &[u8]) -> io::Result<usize> {
-    let pid = check_pid(pid)?;
-    let local = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    loop {
-        // SAFETY: `local` describes `buf`, a live buffer of `buf.len()` bytes
-        // that the kernel only reads (the cast to *mut is the iovec type's,
-        // not a licence to write). `remote` holds addresses of the other
-        // process, which this process never dereferences.
-        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 #[cfg(test)]

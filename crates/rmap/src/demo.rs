@@ -245,8 +245,8 @@ pub fn demo(_ctx: &Ctx) -> Result<Code> {
     st.step(&format!(
         "The parent starts the peer, `rmap demo-peer` (pid {peer_pid}): a separate program, \
          exec'd, that shares no memory with the parent. It sends mem to the peer over the \
-         unix socket {} with SCM_RIGHTS, after a header that says which window mem holds \
-         (section 1: the fd passes like any other).",
+         unix socket {} with SCM_RIGHTS, in one message with a header that says which \
+         window mem holds (section 1: the fd passes like any other).",
         sock.display()
     ));
     let stream = accept_peer(&listener, child).map_err(|e| st.fail(&format!("{e:#}")))?;

@@ -121,21 +121,20 @@ pub fn classify(err: &anyhow::Error) -> Code {
     Code::Other
 }
 
-/// How to get the module, for commands that need mirrors.
+/// How to get the module, for commands that need mirrors: the library's
+/// [`pidfd_mem::MODULE_HELP`], with the VM command for this one.
 pub fn module_help(command: &str) -> String {
     format!(
-        "`rmap {command}` needs the pidfd_mem kernel module, and {dev} is missing.\n\
-         Build and load it from the project tree:\n    \
-         make -C kmod && sudo insmod kmod/pidfd_mem.ko\n\
-         or try it in a VM (QEMU, no root needed):\n    \
+        "`rmap {command}` needs mirrors: {help}\n\
+         For rmap in the VM (QEMU, no root needed):\n    \
          cargo build --release -p rmap && cargo xtask run -- target/release/rmap {command} ...",
-        dev = pidfd_mem::sys::PIDFD_MEM_DEVICE
+        help = pidfd_mem::MODULE_HELP
     )
 }
 
-/// Fails with exit 5 unless `/dev/pidfd_mem` exists.
+/// Fails with exit 5 unless the module is loaded ([`pidfd_mem::module_loaded`]).
 pub fn require_module(command: &str) -> anyhow::Result<()> {
-    if std::path::Path::new(pidfd_mem::sys::PIDFD_MEM_DEVICE).exists() {
+    if pidfd_mem::module_loaded() {
         Ok(())
     } else {
         Err(anyhow::Error::new(Failure::NoModule(module_help(command))))
@@ -228,7 +227,8 @@ mod tests {
     fn module_help_says_how() {
         let h = module_help("watch");
         assert!(h.contains("insmod kmod/pidfd_mem.ko"), "{h}");
-        assert!(h.contains("make -C kmod"), "{h}");
+        assert!(h.contains("make -C kmod KDIR="), "{h}");
+        assert!(!h.contains("modprobe"), "{h}");
         assert!(
             h.contains("cargo xtask run -- target/release/rmap watch"),
             "{h}"

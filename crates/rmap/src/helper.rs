@@ -4,6 +4,8 @@
 //! commands on stdin, one a line, until stdin closes:
 //!
 //! - `show OFF LEN`: prints `buf[OFF..OFF+LEN]` in hex, as seen by itself;
+//! - `set OFF HEX`: stores the bytes HEX (e.g. `cafe01`) at `buf[OFF..]`
+//!   itself (a change for watchers to see), then prints `ok`;
 //! - `quit`: exits.
 //!
 //! Buffers:
@@ -85,6 +87,19 @@ pub fn run() -> Result<Code> {
                 let end = off.saturating_add(len).min(buf.len());
                 let start = off.min(end);
                 writeln!(out, "{}", crate::view::hex(&buf[start..end]))?;
+                out.flush()?;
+            }
+            ["set", off, bytes] => {
+                let off: usize = off.parse().unwrap_or(usize::MAX);
+                match crate::addr::parse_hex_bytes(bytes) {
+                    Ok(b) if off.checked_add(b.len()).is_some_and(|e| e <= buf.len()) => {
+                        buf[off..off + b.len()].copy_from_slice(&b);
+                        // Make the stores happen now, in memory.
+                        std::hint::black_box(&mut buf);
+                        writeln!(out, "ok")?;
+                    }
+                    _ => writeln!(out, "?")?,
+                }
                 out.flush()?;
             }
             ["quit"] => break,

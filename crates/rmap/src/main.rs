@@ -38,8 +38,9 @@ Ranges: START-END or START..END (END excluded), or a region name alone ([heap]).
 
 Without the module (no /dev/pidfd_mem), maps, read, write and dump still work
 through process_vm_readv/process_vm_writev and say so once on stderr.
-Load it with `make -C kmod && sudo insmod kmod/pidfd_mem.ko`, or try rmap in a
-VM with `cargo xtask run -- target/release/rmap ...`.
+Load it, as root from the project's top directory, with
+`make -C kmod KDIR=/lib/modules/$(uname -r)/build && insmod kmod/pidfd_mem.ko`,
+or try rmap in a VM with `cargo xtask run -- target/release/rmap ...`.
 
 Examples:
   rmap maps 1234
@@ -189,7 +190,7 @@ enum Cmd {
     },
     /// Expose a range of the target to other processes over a unix socket (needs the module)
     #[command(
-        after_help = "Opens pidfd_mem on PID, grants the page-aligned cover of the range at mem\noffset 0, and hands the access fd to every client that connects (SCM_RIGHTS),\nafter a 64-byte header describing the window (see src/share.rs). Runs until\nthe target exits (exit 4), --max-clients is reached, or it is interrupted.\n\nExamples:\n  rmap share 1234 --range '[heap]' --socket /tmp/heap.sock --read-only --lock\n  rmap attach --socket /tmp/heap.sock"
+        after_help = "Opens pidfd_mem on PID, grants the page-aligned cover of the range at mem\noffset 0, and hands the access fd to every client that connects (SCM_RIGHTS),\nwith a 64-byte header describing the window in the same message (see\nsrc/share.rs). Runs until the target exits (exit 4), --max-clients is reached,\nor it is interrupted.\n\nExamples:\n  rmap share 1234 --range '[heap]' --socket /tmp/heap.sock --read-only --lock\n  rmap attach --socket /tmp/heap.sock"
     )]
     Share {
         /// Target process id

@@ -3,20 +3,16 @@
 //!
 //! # Protocol
 //!
-//! For each client that connects, the sharer sends, in this order:
-//!
-//! 1. a 64-byte [`Header`] (plain bytes, little-endian) describing the
-//!    window: which part of mem it is, which addresses of T it mirrors,
-//!    with which protection;
-//! 2. the access fd, with the library's [`pidfd_mem::pass::send_access`]
-//!    (one `sendmsg` carrying the tag byte `M` and the fd in `SCM_RIGHTS`).
-//!
-//! The client reads exactly 64 bytes (never more: a plain `read` that ran
-//! into the fd's message would drop the fd), then
-//! [`pidfd_mem::pass::recv_access`]. Nothing else is sent; the connection
+//! For each client that connects, the sharer sends one message with the
+//! library's [`pidfd_mem::pass::send_access_with`]: the access fd in
+//! `SCM_RIGHTS`, and as its payload a 64-byte [`Header`] (plain bytes,
+//! little-endian) describing the window: which part of mem it is, which
+//! addresses of T it mirrors, with which protection. The client takes both
+//! with [`pidfd_mem::pass::recv_access_with`] and checks the header (copied
+//! out of the socket, then decoded). Nothing else is sent; the connection
 //! is closed after.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -140,23 +136,39 @@ impl Header {
     }
 }
 
-/// Sends the header, then the access fd.
+/// Sends the access fd with the header, in one message.
 pub fn send_window(stream: &UnixStream, h: &Header, mem: &Access) -> Result<()> {
-    let mut s = stream;
-    s.write_all(&h.encode()).context("sending the header")?;
-    pass::send_access(stream, mem).context("sending the access fd")?;
-    Ok(())
+    pass::send_access_with(stream, mem, &h.encode()).context("sending the access fd and its header")
 }
 
-/// Receives what [`send_window`] sent.
+/// Receives what [`send_window`] sent. A peer that sends something else
+/// is bad input (exit 2): the socket given is not `rmap share`.
 pub fn recv_window(stream: &UnixStream) -> Result<(Header, Access)> {
-    let mut b = [0u8; HEADER_LEN];
-    let mut s = stream;
-    s.read_exact(&mut b).context("receiving the header")?;
-    let h = Header::decode(&b).map_err(|e| anyhow::anyhow!(e))?;
-    let mem = pass::recv_access(stream).context("receiving the access fd")?;
+    let (mem, payload) = match pass::recv_access_with(stream, HEADER_LEN) {
+        Ok(x) => x,
+        Err(
+            e @ (pass::PassError::NoFd
+            | pass::PassError::WrongKind { .. }
+            | pass::PassError::PayloadTooLarge { .. }
+            | pass::PassError::Malformed { .. }),
+        ) => return Err(bad(format!("{NOT_SHARE} ({e})"))),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context("receiving the access fd and its header"))
+        }
+    };
+    let b: &[u8; HEADER_LEN] = payload.as_slice().try_into().map_err(|_| {
+        bad(format!(
+            "header: {} bytes, expected {HEADER_LEN}: {NOT_SHARE}",
+            payload.len()
+        ))
+    })?;
+    let h = Header::decode(b).map_err(bad)?;
     Ok((h, mem))
 }
+
+/// Why a peer's message is refused.
+const NOT_SHARE: &str =
+    "the peer does not speak `rmap share`'s protocol: is this socket `rmap share`?";
 
 /// Options of `rmap share`.
 pub struct ShareOpts<'a> {
@@ -347,14 +359,18 @@ pub fn attach(ctx: &Ctx, socket: &Path, live: &LiveArgs) -> Result<Code> {
             if require_module("attach").is_err() {
                 return Err(anyhow::Error::new(Failure::NoModule(module_help("attach"))));
             }
+            // A path where no sharer listens is bad input (exit 2).
             let why = match e.kind() {
                 io::ErrorKind::NotFound => "no such socket: is `rmap share` running?",
                 io::ErrorKind::ConnectionRefused => {
-                    "nobody listens there: is `rmap share` running?"
+                    "nobody listens there (or it is not a socket): is `rmap share` running?"
                 }
-                _ => "cannot connect",
+                _ => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("{}: cannot connect", socket.display())))
+                }
             };
-            return Err(anyhow::Error::new(e).context(format!("{}: {why}", socket.display())));
+            return Err(bad(format!("{}: {why}", socket.display())));
         }
     };
     stream
@@ -469,6 +485,39 @@ mod tests {
             ..sample()
         };
         assert!(Header::decode(&h.encode()).is_err());
+    }
+
+    #[test]
+    fn a_peer_that_is_not_share_is_bad_input() {
+        use crate::errors::classify;
+        let memfd = || {
+            pidfd_mem::rustix::fs::memfd_create(
+                "rmap-test",
+                pidfd_mem::rustix::fs::MemfdFlags::CLOEXEC,
+            )
+            .unwrap()
+        };
+        // Bytes without an fd.
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(b"hello").unwrap();
+        let e = recv_window(&b).unwrap_err();
+        assert_eq!(classify(&e), Code::BadInput, "{e:#}");
+        assert!(format!("{e:#}").contains("rmap share"), "{e:#}");
+        // An fd without the header (the old protocol's message).
+        let (a, b) = UnixStream::pair().unwrap();
+        pass::send_access(&a, &Access::from(memfd())).unwrap();
+        assert_eq!(classify(&recv_window(&b).unwrap_err()), Code::BadInput);
+        // A header of the wrong size, or with a bad magic.
+        let (a, b) = UnixStream::pair().unwrap();
+        pass::send_access_with(&a, &Access::from(memfd()), &[0u8; 10]).unwrap();
+        assert_eq!(classify(&recv_window(&b).unwrap_err()), Code::BadInput);
+        pass::send_access_with(&a, &Access::from(memfd()), &[0u8; HEADER_LEN]).unwrap();
+        let e = recv_window(&b).unwrap_err();
+        assert_eq!(classify(&e), Code::BadInput);
+        assert!(e.to_string().contains("bad magic"), "{e}");
+        // The sharer hung up: not bad input.
+        drop(a);
+        assert_eq!(classify(&recv_window(&b).unwrap_err()), Code::Other);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 const RMAP: &str = env!("CARGO_BIN_EXE_rmap");
 
 fn module_loaded() -> bool {
-    Path::new("/dev/pidfd_mem").exists()
+    pidfd_mem::module_loaded()
 }
 
 /// The helper's `buf` contents (see `src/helper.rs`).
