@@ -72,6 +72,10 @@ fn tests() -> Vec<Test> {
             a::a2_zeros_and_write_allocates,
         ),
         Test::new("a2a_memory_kinds", a::a2a_memory_kinds).timeout(Duration::from_secs(60)),
+        Test::new(
+            "a2a_regular_file_page_cache",
+            a::a2a_regular_file_page_cache,
+        ),
         Test::new("a3_pread_pwrite", a::a3_pread_pwrite),
         Test::new("a3_read_write_lseek", a::a3_read_write_lseek),
         Test::new("a3_short_count", a::a3_short_count),
