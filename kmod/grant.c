@@ -10,6 +10,7 @@
  * of the range in every mapper (unmap_mapping_range on the access inode),
  * all before T's kernel may free or reuse the pages.
  */
+#include <linux/debug_locks.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -75,6 +76,13 @@ static struct lockdep_map *pidfd_mem_notifier_map(void)
 {
 	int i;
 
+	/*
+	 * Once lockdep has reported something it stops recording, and
+	 * held_locks may then name locks inside objects freed since: walk it
+	 * only while lockdep is live (there is no map to step out of otherwise).
+	 */
+	if (!READ_ONCE(debug_locks))
+		return NULL;
 	for (i = current->lockdep_depth - 1; i >= 0; i--) {
 		struct lockdep_map *map = current->held_locks[i].instance;
 

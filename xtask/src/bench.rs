@@ -22,6 +22,34 @@ fn extract(out: &str) -> Option<&str> {
     Some(rest[..rest.find(END)?].trim())
 }
 
+/// The commit measured, for the report: `git describe` of the work tree,
+/// with `-dirty` when `kmod/`, the library or the ABI header differ from it.
+fn source_version() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(host::repo_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["describe", "--always", "--abbrev=12"]) else {
+        return "unknown (no git)".to_string();
+    };
+    match git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "kmod",
+        "crates/pidfd-mem",
+        "include",
+    ]) {
+        Some(s) if s.is_empty() => head,
+        _ => format!("{head}-dirty"),
+    }
+}
+
 /// Runs the benchmark; `extra` goes to the bench (`--quick`).
 pub fn bench(args: &VmArgs, extra: &[String]) -> Result<i32> {
     let root = host::repo_root();
@@ -34,6 +62,8 @@ pub fn bench(args: &VmArgs, extra: &[String]) -> Result<i32> {
     };
     opts.env
         .push(("PIDFD_MEM_BENCH_ACCEL".to_string(), accel.to_string()));
+    opts.env
+        .push(("PIDFD_MEM_BENCH_SOURCE".to_string(), source_version()));
     let mut argv = vec![bin.to_string_lossy().into_owned(), "run".to_string()];
     argv.extend(extra.iter().cloned());
     let outcome = vm::run(&opts, &root, &argv)?;
