@@ -28,6 +28,18 @@
 
 struct vfsmount *pidfd_mem_mnt;
 
+/*
+ * The access inodes' i_mmap_rwsem gets a lockdep class of its own. Our
+ * invalidate callback takes it (to zap mirrors) inside whatever T's kernel
+ * holds when it invalidates: a file's i_mmap_rwsem (truncate, hole punch) or
+ * an anon_vma lock (THP split, migration, reclaim). Shared with every file's,
+ * the class would make lockdep see recursion and an inversion of mm's
+ * i_mmap_rwsem -> anon_vma order that cannot happen: nothing under an access
+ * inode's i_mmap_rwsem takes a file's or an anon_vma lock. Its own class keeps
+ * every real order involving it checked.
+ */
+static struct lock_class_key pidfd_mem_i_mmap_key;
+
 static int pidfd_mem_init_fs_context(struct fs_context *fc)
 {
 	return init_pseudo(fc, PIDFD_MEM_MAGIC) ? 0 : -ENOMEM;
@@ -83,6 +95,8 @@ struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm)
 		ret = PTR_ERR(ctx->inode);
 		goto free_ctx;
 	}
+	lockdep_set_class(&ctx->inode->i_mapping->i_mmap_rwsem,
+			  &pidfd_mem_i_mmap_key);
 	ctx->mn.ops = &pidfd_mem_mm_ops;
 	ret = mmu_notifier_register(&ctx->mn, mm);
 	if (ret)
