@@ -53,7 +53,6 @@ enum Cmd {
         #[command(flatten)]
         vm: VmArgs,
     },
-    /// Run pidfd-mem-bench in the guest; write target/bench/report.{json,md}, throughput.svg.
     /// Build the 6.12 debug kernel (KASAN, lockdep, kmemleak; cached outside the work
     /// tree, in $REMOTE_MAPPING_CACHE or /var/cache/remote-mapping) and run the guest suite
     /// on it.
@@ -67,6 +66,7 @@ enum Cmd {
         #[command(flatten)]
         vm: VmArgs,
     },
+    /// Run pidfd-mem-bench in the guest; write target/bench/report.{json,md}, throughput.svg.
     Bench {
         #[command(flatten)]
         vm: VmArgs,
@@ -223,7 +223,8 @@ fn real_main() -> Result<i32> {
     }
 }
 
-/// Guest test programs, run in this order in one boot; paths relative to the repository.
+/// Guest test programs, run in this order in one boot: a path relative to the repository,
+/// then its arguments.
 const GUEST_SUITE: &[&str] = &[
     "target/vm/smoke",
     "target/release/pidfd-mem-tests",
@@ -289,14 +290,20 @@ fn guest_suite(args: &VmArgs, fails: &mut Vec<String>) -> Result<ktap::Totals> {
 
     // One shell script runs every program that exists; their KTAP goes to stdout.
     let mut script = String::from("rc=0\n");
-    for prog in GUEST_SUITE {
+    for entry in GUEST_SUITE {
+        let mut words = entry.split_whitespace();
+        let prog = words.next().unwrap_or_default();
         let path = root.join(prog);
         if !path.exists() {
             fails.push(format!("no guest suite: {} does not exist", path.display()));
             continue;
         }
-        let p = vm::sh_quote(&path.to_string_lossy());
-        script += &format!("echo '# xtask: running {prog}'\n{p} 2>&1 || {{ echo \"# xtask: {prog} exited with $?\"; rc=1; }}\n");
+        let mut p = vm::sh_quote(&path.to_string_lossy());
+        for w in words {
+            p += " ";
+            p += &vm::sh_quote(w);
+        }
+        script += &format!("echo '# xtask: running {entry}'\n{p} 2>&1 || {{ echo \"# xtask: {prog} exited with $?\"; rc=1; }}\n");
     }
     script += "exit $rc\n";
     let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
