@@ -230,6 +230,8 @@ const GUEST_SUITE: &[&str] = &[
     "target/release/pidfd-mem-tests",
     "target/release/rmap-guest-tests",
     "target/release/vmi-tests",
+    "target/release/pidfd-mem-stress --seconds 20",
+    "target/release/pidfd-mem-fuzz --seconds 15",
 ];
 
 fn test(args: &VmArgs, guest_only: bool) -> Result<i32> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use harness::Test;
 use rustix::process::Signal;
 
-use suite::{access as a, control as c, life as l, open as o, race as r};
+use suite::{access as a, control as c, life as l, open as o, race as r, security as s};
 
 const BUS: Signal = Signal::BUS;
 
@@ -117,6 +117,28 @@ fn tests() -> Vec<Test> {
             r::l3_unload_refused_while_in_use,
         ),
         Test::new("p3_unmap_races_faults", r::p3_unmap_races_faults),
+        Test::new(
+            "p1_unpriv_cannot_open_other_users",
+            s::p1_unpriv_cannot_open_other_users,
+        ),
+        Test::new(
+            "p1_yama_scope1_descendants_only",
+            s::p1_yama_scope1_descendants_only,
+        ),
+        Test::new(
+            "p1_received_mem_grants_only",
+            s::p1_received_mem_grants_only,
+        ),
+        Test::new(
+            "p3_map_kernel_addresses_einval",
+            s::p3_map_kernel_addresses_einval,
+        ),
+        Test::new("p3_offsets_near_i64_max", s::p3_offsets_near_i64_max),
+        Test::new(
+            "p3_pread_kernel_offsets_no_data",
+            s::p3_pread_kernel_offsets_no_data,
+        ),
+        Test::new("p3_kernel_buffers_efault", s::p3_kernel_buffers_efault),
     ]
 }
 

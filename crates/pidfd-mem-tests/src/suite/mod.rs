@@ -5,3 +5,4 @@ pub mod control;
 pub mod life;
 pub mod open;
 pub mod race;
+pub mod security;
