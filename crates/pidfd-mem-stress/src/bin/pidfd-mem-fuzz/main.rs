@@ -55,7 +55,8 @@ struct Args {
     /// Stop after this many seconds (1..=3600; default 60 without --iterations).
     #[arg(long)]
     seconds: Option<u64>,
-    /// Replay the seeds of a corpus file (`SEED ITERATIONS # note` per line).
+    /// Replay the seeds of a corpus file (`SEED ITERATIONS # note` or
+    /// `episode EPISODE_SEED # note` per line).
     #[arg(long, num_args = 0..=1, default_missing_value = CORPUS)]
     corpus: Option<String>,
     /// Calls per episode (one forked worker each).
@@ -113,6 +114,18 @@ fn main() -> ExitCode {
                 continue;
             }
             let mut it = line.split_whitespace();
+            if line.starts_with("episode") {
+                let Some(e) = it.nth(1).and_then(parse_u64) else {
+                    eprintln!("{path}: bad line: {line}");
+                    return ExitCode::from(2);
+                };
+                runs.push((
+                    format!("p3_fuzz_corpus_episode_{e:#x}"),
+                    e,
+                    Limit::Episode(e),
+                ));
+                continue;
+            }
             let (Some(seed), Some(iters)) =
                 (it.next().and_then(parse_u64), it.next().and_then(parse_u64))
             else {
@@ -297,6 +310,13 @@ fn campaign(sh: &FShared, seed: u64, limit: &Limit, args: &Args) {
             }
         }
         while sys::reap_any().is_some() {}
+        if sh.corrupted() {
+            failure!(
+                sh.fails,
+                "episode {eseed:#x}: the fuzzer's own shared state was overwritten (last call: {})",
+                sh.now()
+            );
+        }
         if sh.fails.count() > failed_before {
             println!("# failing episode seed {eseed:#x} (replay: --episode-seed {eseed:#x} --ops-per-episode {})", args.ops_per_episode);
             return;

@@ -146,6 +146,12 @@ impl FShared {
         out
     }
 
+    /// Whether some counter holds an impossible value (something wrote
+    /// into this shared state).
+    pub fn corrupted(&self) -> bool {
+        (0..NC).any(|i| self.counts.get(i) > 1 << 48)
+    }
+
     /// Records what the worker is about to do.
     pub fn set_now(&self, s: &str) {
         let b = s.as_bytes();

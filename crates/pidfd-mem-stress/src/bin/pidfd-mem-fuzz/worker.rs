@@ -98,13 +98,16 @@ struct Ctx {
     /// The model holds every grant the kernel has (maybe more): no one
     /// but us made grants (racing threads, MAP of random contents).
     sup: bool,
+    /// T may exec (an Execer target): a context opened after the exec is
+    /// over the new image, where the arena addresses mean something else.
+    no_write: bool,
 }
 
 impl Ctx {
     /// Whether writing through this context cannot corrupt the worker or
     /// pid 1 (see the module docs).
     fn write_ok(&self) -> bool {
-        if knob("FUZZ_NO_WRITES") {
+        if knob("FUZZ_NO_WRITES") || self.no_write {
             return false;
         }
         match self.who {
@@ -223,6 +226,12 @@ pub fn run(sh: &FShared, eseed: u64, ops: u64, verbose: bool) -> i32 {
         w.step += 1;
         w.one(verbose);
         sh.ops.fetch_add(1, SeqCst);
+        if sh.corrupted() {
+            w.fail(format_args!(
+                "this call overwrote the fuzzer's own shared state"
+            ));
+            break;
+        }
         if sh.fails.count() > before {
             break;
         }
@@ -246,6 +255,10 @@ struct Worker<'a> {
     arena: Arena,
     sb: Sandbox,
     misc: Vec<OwnedFd>,
+    /// Duplicates of mem fds (extra references; never written to).
+    dups: Vec<OwnedFd>,
+    /// Where splice/sendfile/copy_file_range write: a memfd of our own.
+    sink: OwnedFd,
     pipe: (OwnedFd, OwnedFd),
     ro_page: usize,
     proc_mem: Option<OwnedFd>,
@@ -352,6 +365,8 @@ impl<'a> Worker<'a> {
             let _ = rustix::fs::ftruncate(&fd, (64 * p) as u64);
             misc.push(fd);
         }
+        let sink = rustix::fs::memfd_create("fuzz-sink", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| format!("memfd: {e}"))?;
         let proc_mem = rustix::fs::open(
             "/proc/self/mem",
             rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
@@ -377,6 +392,8 @@ impl<'a> Worker<'a> {
                 guard: sbase + SANDBOX_PAGES * p,
             },
             misc,
+            dups: Vec::new(),
+            sink,
             pipe,
             ro_page,
             proc_mem,
@@ -459,6 +476,11 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Whether `who` is a target that execs (see `Ctx::no_write`).
+    fn execs(&self, who: Who) -> bool {
+        matches!(who, Who::Child(i) if self.tg[i].kind == TKind::Execer)
+    }
+
     fn pidfd_of(&self, who: Who) -> Option<OwnedFd> {
         match who {
             Who::Me => pidfd_mem::pidfd_open(std::process::id()).ok(),
@@ -494,6 +516,7 @@ impl<'a> Worker<'a> {
                 grants: Vec::new(),
                 exact: true,
                 sup: true,
+                no_write: self.execs(who),
             });
         }
     }
@@ -819,6 +842,7 @@ impl<'a> Worker<'a> {
                 grants: Vec::new(),
                 exact: true,
                 sup: true,
+                no_write: self.execs(who),
             });
         } else if let Err(e) = r {
             // The contract's answers where the argument was readable.
@@ -930,6 +954,7 @@ impl<'a> Worker<'a> {
                 grants: Vec::new(),
                 exact: false,
                 sup: false,
+                no_write: self.execs(who),
             });
         }
     }
@@ -1744,31 +1769,36 @@ impl<'a> Worker<'a> {
     // ----- pread / pwrite -----
 
     /// A destination buffer for `n` bytes the kernel writes: the sandbox
-    /// (possibly running into the guard), or a bad pointer.
-    fn dest(&mut self, n: usize) -> (usize, &'static str) {
+    /// (possibly running into the guard), a write-safe mirror, or a bad
+    /// pointer; with the most bytes the caller may ask to be written there
+    /// (a mirror is followed by other mappings of ours: stay inside it).
+    fn dest(&mut self, n: usize) -> (usize, &'static str, usize) {
         let p = self.p();
+        let any = usize::MAX;
         match self.rng.below(12) {
-            0 => (0, "NULL"),
+            0 => (0, "NULL", any),
             1 => (
                 gen::KERNEL_ADDRS[self.rng.index(gen::KERNEL_ADDRS.len())] as usize,
                 "kernel",
+                any,
             ),
-            2 => (self.ro_page, "read-only"),
-            3 => (self.sb.guard, "guard"),
-            4 => (self.sb.guard - (n.min(p) / 2).max(1), "into the guard"),
+            2 => (self.ro_page, "read-only", any),
+            3 => (self.sb.guard, "guard", any),
+            4 => (self.sb.guard - (n.min(p) / 2).max(1), "into the guard", any),
             5 => {
                 // A mirror that is safe to write through.
                 let ok: Vec<usize> = (0..self.mir.len())
                     .filter(|&i| self.ctx[self.mir[i].ci].write_ok())
                     .collect();
                 if ok.is_empty() {
-                    (self.sb.base, "sandbox")
+                    (self.sb.base, "sandbox", any)
                 } else {
                     let m = self.mir[*self.rng.pick(&ok)];
-                    (m.ptr + 8 * self.rng.index(m.len / 8), "mirror")
+                    let at = m.ptr + 8 * self.rng.index(m.len / 8);
+                    (at, "mirror", m.ptr + m.len - at)
                 }
             }
-            _ => (self.sb.base + self.rng.index(64), "sandbox"),
+            _ => (self.sb.base + self.rng.index(64), "sandbox", any),
         }
     }
 
@@ -1798,7 +1828,8 @@ impl<'a> Worker<'a> {
         let (fd, ci) = self.mem_fd_and_ctx();
         let off = self.pick_offset(ci);
         let n = gen::count(&mut self.rng);
-        let (buf, what) = self.dest(n);
+        let (buf, what, cap) = self.dest(n);
+        let n = n.min(cap);
         // A sandbox destination holds at most what is left of it before the
         // guard; past that the kernel faults (EFAULT / short count).
         self.note(format!(
@@ -1955,7 +1986,12 @@ impl<'a> Worker<'a> {
         let mut iov = Vec::new();
         for _ in 0..nv {
             let n = gen::count(&mut self.rng).min(1 << 20);
-            let (b, _) = if write { self.source(n) } else { self.dest(n) };
+            let (b, n) = if write {
+                (self.source(n).0, n)
+            } else {
+                let (b, _, cap) = self.dest(n);
+                (b, n.min(cap))
+            };
             iov.push(libc::iovec {
                 iov_base: b as *mut _,
                 iov_len: n,
@@ -2013,8 +2049,8 @@ impl<'a> Worker<'a> {
                 let (b, _) = self.source(n);
                 libc::write(fd, b as *const _, n)
             } else {
-                let (b, _) = self.dest(n);
-                libc::read(fd, b as *mut _, n)
+                let (b, _, cap) = self.dest(n);
+                libc::read(fd, b as *mut _, n.min(cap))
             }
         } as i64);
         self.sh.count(Op::Lseek, unit(r));
@@ -2027,7 +2063,9 @@ impl<'a> Worker<'a> {
         let k = self.rng.below(4);
         self.note(format!("splice kind {k} fd {fd} off {off:#x} n {n:#x}"));
         let (pr, pw) = (self.pipe.0.as_raw_fd(), self.pipe.1.as_raw_fd());
-        let out = self.misc.last().map_or(-1, AsRawFd::as_raw_fd);
+        // Never a mem fd: a dup of one over ourselves (REMOTE_PROC_MAP) would
+        // write into our own memory.
+        let out = self.sink.as_raw_fd();
         // SAFETY: offsets are our locals; the fds are ours (a pipe, a
         // memfd, a mem fd or a bad number).
         let r = ret(unsafe {
@@ -2069,6 +2107,7 @@ impl<'a> Worker<'a> {
         let m = self.mir[mi];
         let at = m.ptr + 8 * self.rng.index(m.len / 8);
         let n = 1 + self.rng.index(2 * self.p());
+        let room = m.ptr + m.len - at;
         let k = self.rng.below(4);
         self.note(format!(
             "proc/vm access kind {k} at mirror address {at:#x} n {n}"
@@ -2084,7 +2123,9 @@ impl<'a> Worker<'a> {
                 // mirrors (A8: the write goes to T through the grant).
                 let r = ret(unsafe {
                     if k == 1 && write_ok {
-                        libc::pwrite(pm, self.sb.base as *const _, n, at as i64)
+                        // Inside the mirror: /proc/self/mem writes on into
+                        // whatever follows it (FOLL_FORCE).
+                        libc::pwrite(pm, self.sb.base as *const _, n.min(room), at as i64)
                     } else {
                         libc::pread(pm, self.sb.base as *mut _, n, at as i64)
                     }
@@ -2098,7 +2139,7 @@ impl<'a> Worker<'a> {
                 };
                 let remote = libc::iovec {
                     iov_base: at as *mut _,
-                    iov_len: n,
+                    iov_len: if k == 3 { n.min(room) } else { n },
                 };
                 // SAFETY: local is the sandbox; remote is our mirror (GUP
                 // refuses it: A9) and is written only if write-safe.
@@ -2153,7 +2194,9 @@ impl<'a> Worker<'a> {
         };
         let m = self.mir[mi];
         let at = m.ptr + 8 * self.rng.index(m.len / 8);
-        let n = (1 + self.rng.index(2 * self.p())).min(m.ptr + m.len - at + self.p());
+        // Reads may run past the mirror's end; writes stay inside it.
+        let room = m.ptr + m.len - at;
+        let n = (1 + self.rng.index(2 * self.p())).min(room + self.p());
         let write_ok = self.ctx[m.ci].write_ok();
         let k = self.rng.below(5);
         self.note(format!("mirror as buffer kind {k} at {at:#x} n {n}"));
@@ -2168,14 +2211,14 @@ impl<'a> Worker<'a> {
                         self.sb.base as *const _,
                         n.min(4096),
                     );
-                    libc::read(self.pipe.0.as_raw_fd(), at as *mut _, n) as i64
+                    libc::read(self.pipe.0.as_raw_fd(), at as *mut _, n.min(room)) as i64
                 }
-                2 if write_ok => libc::getrandom(at as *mut _, n.min(256), 0) as i64,
+                2 if write_ok => libc::getrandom(at as *mut _, n.min(256).min(room), 0) as i64,
                 3 => {
                     let fd = self.ctx[m.ci].mem.as_ref().map_or(-1, AsRawFd::as_raw_fd);
                     if write_ok {
                         // pread from mem into a mirror of (maybe) the same mem.
-                        libc::pread(fd, at as *mut _, n, m.off as i64) as i64
+                        libc::pread(fd, at as *mut _, n.min(room), m.off as i64) as i64
                     } else {
                         libc::write(self.pipe.1.as_raw_fd(), at as *const _, n) as i64
                     }
@@ -2259,7 +2302,9 @@ impl<'a> Worker<'a> {
                 ) as i64,
                 2 => libc::posix_fadvise(fd, a, a, self.rng.below(6) as i32) as i64,
                 3 => libc::ftruncate(fd, a) as i64,
-                4 => libc::fallocate(fd, self.rng.below(4) as i32, a, a + 1) as i64,
+                // Small: a large fallocate of the memfd would OOM the guest.
+                4 => libc::fallocate(fd, self.rng.below(4) as i32, a & 0xf_ffff, 1 + (a & 0xffff))
+                    as i64,
                 5 => libc::fsync(fd) as i64,
                 6 => libc::readahead(fd, a, a as usize) as i64,
                 7 => libc::flock(
@@ -2299,7 +2344,7 @@ impl<'a> Worker<'a> {
             2 => {
                 if let Some(f) = &self.ctx[i].mem {
                     if let Ok(d) = rustix::io::dup(f) {
-                        self.misc.push(d);
+                        self.dups.push(d);
                     }
                 }
             }
@@ -2624,10 +2669,13 @@ fn race_once(sh: &FShared, rng: &mut Rng, parts: &[(u64, u64)]) {
             } as i64))
         }
         2 => {
+            let k = rng.below(n);
             let arg = psys::PidfdMemMap {
-                address: s + rng.below(n) * p as u64,
+                // Inside one arena part: a read-write window past its end
+                // would reach T's other memory (its TLS, say).
+                address: s + k * p as u64,
                 offset: (rng.below(64) * p as u64) as i64,
-                size: p as i64 * (1 + rng.below(4)) as i64,
+                size: p as i64 * (1 + rng.below(4.min(n - k))) as i64,
                 flags: if rng.chance(500) { 1 } else { 3 },
                 padding: [0; 7],
             };

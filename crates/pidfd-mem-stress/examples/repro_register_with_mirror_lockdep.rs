@@ -1,0 +1,42 @@
+//! Reproducer: lockdep "possible circular locking dependency" between
+//! `&pidfd_mem_i_mmap_key` and `&mapping->i_mmap_rwsem` in
+//! `mm_take_all_locks()` (found by pidfd-mem-fuzz on the 6.12 debug kernel
+//! after bd6e65f gave the access inodes' i_mmap_rwsem a class of its own).
+//!
+//! PIDFD_MEM_OPEN registers an mmu_notifier on T's mm; `mmu_notifier_register()`
+//! calls `mm_take_all_locks()`, which write-locks the i_mmap_rwsem of every
+//! file mapped in T, in VMA order. When T maps a mirror (an access file)
+//! between other files (its binary below, libc above), that takes
+//! file -> access inode -> file: with two lock classes, lockdep sees a cycle
+//! (mm_all_locks_mutex serialises these, so it cannot deadlock, but the
+//! report fails every debug run).
+//!
+//! ```text
+//! cargo build --release -p pidfd-mem-stress --examples
+//! cargo xtask run --kernel .../bzImage --kdir ... -- target/release/examples/repro_register_with_mirror_lockdep
+//! ```
+
+use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+
+fn main() {
+    let page = pidfd_mem::page_size();
+    let buf = vec![0u8; 2 * page];
+    let a = (buf.as_ptr() as usize + page - 1) & !(page - 1);
+    let me = pidfd_open(std::process::id()).unwrap();
+    let (ctl, mem) = pidfd_mem(&me, 0).unwrap();
+    ctl.map(&Grant::new(
+        RemoteAddr(a as u64),
+        MemOffset(0),
+        page as u64,
+        Prot::Read,
+    ))
+    .unwrap();
+    let m = mem.mmap(MemOffset(0), page, Prot::Read).unwrap();
+    println!(
+        "# mirror at {:p}; OPEN again (mmu_notifier_register on an mm mapping it)",
+        m.as_ptr()
+    );
+    let again = pidfd_mem(&me, 0).unwrap();
+    drop(again);
+    println!("# done; a lockdep kernel reports the cycle in mm_take_all_locks now");
+}
