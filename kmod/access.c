@@ -220,12 +220,17 @@ ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
 		err = pidfd_mem_rw_lock_mm(mm, how);
 		if (err)
 			break;
+		/*
+		 * Pinned (FOLL_PIN), as process_vm_rw() does: a fork of T while
+		 * we copy then gives the child its own copy of an anonymous
+		 * page instead of sharing the one being written (C2, A3).
+		 */
 #ifdef PIDFD_MEM_HAVE_GUP_VMAS
-		got = get_user_pages_remote(mm, addr & PAGE_MASK, npages,
+		got = pin_user_pages_remote(mm, addr & PAGE_MASK, npages,
 					    write ? FOLL_WRITE : 0, pages,
 					    NULL, NULL);
 #else
-		got = get_user_pages_remote(mm, addr & PAGE_MASK, npages,
+		got = pin_user_pages_remote(mm, addr & PAGE_MASK, npages,
 					    write ? FOLL_WRITE : 0, pages, NULL);
 #endif
 		if (!mm_locked)
@@ -253,9 +258,8 @@ ssize_t pidfd_mem_rw(struct pidfd_mem *ctx, u64 pos, struct iov_iter *iter,
 				if (copied < chunk)
 					err = -EFAULT;
 			}
-			if (write && copied)
-				set_page_dirty_lock(pages[i]);
-			put_page(pages[i]);
+			unpin_user_pages_dirty_lock(&pages[i], 1,
+						    write && copied);
 			off = 0;
 		}
 	}

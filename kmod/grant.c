@@ -11,6 +11,8 @@
  * all before T's kernel may free or reuse the pages.
  */
 #include <linux/debug_locks.h>
+#include <linux/maple_tree.h>
+#include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -116,6 +118,44 @@ static void pidfd_mem_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
 	pidfd_mem_zap_exit(&self);
 }
 
+#ifdef CONFIG_PER_VMA_LOCK
+/*
+ * Whether T[start, end) lies inside one mirror VMA of T. A mirror of a mirror
+ * never maps anything (A7), so such a range has nothing to zap, and zapping
+ * it can deadlock: since 6.4 the kernel splits a huge PMD of a VMA it splits
+ * under that VMA's file i_mmap_rwsem (vma_prepare() before
+ * vma_adjust_trans_huge()), so splitting a mirror in a process that is a
+ * target invalidates a range inside the mirror with an access inode's
+ * i_mmap_rwsem held for write, which our zap would wait on.
+ *
+ * The caller may hold no lock of T's: on these kernels VMAs are freed after
+ * an RCU grace period, so the lookup is done under RCU, as the kernel's own
+ * per-VMA-lock fault path does. A stale answer cannot hide real memory: T's
+ * page under an invalidation was mapped after its VMA was in the tree.
+ */
+static bool pidfd_mem_range_in_mirror(struct mm_struct *mm,
+				      unsigned long start, unsigned long end)
+{
+	struct vm_area_struct *vma;
+	bool in;
+
+	rcu_read_lock();
+	vma = mtree_load(&mm->mm_mt, start);
+	in = vma && vma->vm_mm == mm && pidfd_mem_is_mirror(vma) &&
+	     READ_ONCE(vma->vm_start) <= start &&
+	     end <= READ_ONCE(vma->vm_end);
+	rcu_read_unlock();
+	return in;
+}
+#else
+/* Before 6.4 no invalidation runs under a VMA's i_mmap_rwsem. */
+static bool pidfd_mem_range_in_mirror(struct mm_struct *mm,
+				      unsigned long start, unsigned long end)
+{
+	return false;
+}
+#endif
+
 static bool pidfd_mem_grant_invalidate(struct mmu_interval_notifier *mni,
 				       const struct mmu_notifier_range *range,
 				       unsigned long cur_seq)
@@ -139,7 +179,7 @@ static bool pidfd_mem_grant_invalidate(struct mmu_interval_notifier *mni,
 
 	start = max_t(u64, range->start, grant->address);
 	end = min_t(u64, range->end, grant->address + grant->size);
-	if (start < end)
+	if (start < end && !pidfd_mem_range_in_mirror(ctx->mm, start, end))
 		pidfd_mem_zap(ctx, grant->offset + (start - grant->address),
 			      end - start);
 	return true;
@@ -154,7 +194,8 @@ static void pidfd_mem_grant_release(struct kref *kref)
 	struct pidfd_mem_grant *grant =
 		container_of(kref, struct pidfd_mem_grant, kref);
 
-	mmu_interval_notifier_remove(&grant->notifier);
+	if (grant->watched)
+		mmu_interval_notifier_remove(&grant->notifier);
 	kfree(grant);
 }
 
@@ -163,10 +204,17 @@ void pidfd_mem_grant_put(struct pidfd_mem_grant *grant)
 	kref_put(&grant->kref, pidfd_mem_grant_release);
 }
 
-/* Allocates a grant and starts its notifier. Called without ctx->lock. */
+/*
+ * Allocates a grant and starts its notifier. Called without ctx->lock. Once
+ * T's address space is gone there is nothing to watch: MAP then fails
+ * (ESRCH, M1), but the remainders of a grant that UNMAP splits are made
+ * unwatched (@dead_ok), since UNMAP does not fail for a dead T (U1) and no
+ * fault or copy can reach T any more.
+ */
 static struct pidfd_mem_grant *pidfd_mem_grant_new(struct pidfd_mem *ctx,
 						   u64 address, u64 offset,
-						   u64 size, u32 prot)
+						   u64 size, u32 prot,
+						   bool dead_ok)
 {
 	struct pidfd_mem_grant *grant;
 	int ret;
@@ -184,6 +232,8 @@ static struct pidfd_mem_grant *pidfd_mem_grant_new(struct pidfd_mem *ctx,
 	kref_init(&grant->kref);
 
 	if (!mmget_not_zero(ctx->mm)) {
+		if (dead_ok)
+			return grant;
 		ret = -ESRCH;
 		goto free_grant;
 	}
@@ -192,6 +242,7 @@ static struct pidfd_mem_grant *pidfd_mem_grant_new(struct pidfd_mem *ctx,
 	mmput(ctx->mm);
 	if (ret)
 		goto free_grant;
+	grant->watched = true;
 	return grant;
 
 free_grant:
@@ -258,7 +309,7 @@ int pidfd_mem_grant_map(struct pidfd_mem *ctx, u64 address, u64 offset,
 	}
 	mutex_unlock(&ctx->lock);
 
-	grant = pidfd_mem_grant_new(ctx, address, offset, size, prot);
+	grant = pidfd_mem_grant_new(ctx, address, offset, size, prot, false);
 	if (IS_ERR(grant))
 		return PTR_ERR(grant);
 
@@ -302,7 +353,7 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 
 	if (g && g->offset < offset) {
 		head = pidfd_mem_grant_new(ctx, g->address, g->offset,
-					   offset - g->offset, g->prot);
+					   offset - g->offset, g->prot, true);
 		if (IS_ERR(head)) {
 			ret = PTR_ERR(head);
 			head = NULL;
@@ -316,7 +367,7 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 		u64 cut = last + 1 - g->offset;
 
 		tail = pidfd_mem_grant_new(ctx, g->address + cut, last + 1,
-					   g->size - cut, g->prot);
+					   g->size - cut, g->prot, true);
 		if (IS_ERR(tail)) {
 			ret = PTR_ERR(tail);
 			tail = NULL;

@@ -69,6 +69,7 @@ struct pidfd_mem_grant {
 	u64 size;
 	u32 prot;
 	bool revoked;			/* under ctx->lock */
+	bool watched;			/* @notifier was inserted */
 };
 
 /* access.c */
@@ -93,6 +94,11 @@ void pidfd_mem_fs_exit(void);
 struct file *pidfd_mem_control_file(struct pidfd_mem *ctx);
 
 /* mirror.c */
+#if defined(PIDFD_MEM_HAVE_HUGE_PFNMAP_API) && \
+	defined(CONFIG_ARCH_SUPPORTS_PMD_PFNMAP)
+#define PIDFD_MEM_HAVE_HUGE_PFNMAP
+#endif
+bool pidfd_mem_is_mirror(struct vm_area_struct *vma);
 int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma);
 unsigned long pidfd_mem_mirror_get_unmapped_area(struct pidfd_mem *ctx,
 						 struct file *file,

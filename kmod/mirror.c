@@ -16,6 +16,7 @@
 #include <linux/hmm.h>
 #include <linux/mman.h>
 #include <linux/moduleparam.h>
+#include <linux/pfn_t.h>
 #include <linux/sched/mm.h>
 #include <linux/uio.h>
 
@@ -28,6 +29,14 @@ MODULE_PARM_DESC(fault_around_pages,
 		 "pages mapped around a read fault in a mirror (1..64, power of 2)");
 
 #define PIDFD_MEM_FAULT_MAX 64
+
+/* What a mirror fault asks for. */
+enum pidfd_mem_fault {
+	PIDFD_MEM_FAULT_READ,	/* map the page and its neighbours read-only */
+	PIDFD_MEM_FAULT_WRITE,	/* map the page writable */
+	PIDFD_MEM_FAULT_MKWRITE, /* make a read-only mirror PTE writable */
+	PIDFD_MEM_FAULT_PMD,	/* map T's huge page whole, read-only */
+};
 
 static int pidfd_mem_pte_noop(pte_t *pte, unsigned long addr, void *data)
 {
@@ -63,33 +72,51 @@ static int pidfd_mem_fill_pte(pte_t *pte, unsigned long addr, void *data)
 	return 0;
 }
 
-/* The window of mirror pages [*start, *end) that a fault at @addr maps. */
-static void pidfd_mem_mirror_window(struct vm_fault *vmf,
+/*
+ * The window of mirror pages [*start, *end) that a fault at @addr maps. A
+ * huge fault maps a whole PMD or nothing: false when the PMD around @addr is
+ * not whole inside the VMA and the grant, or T's side of it is not 2 MiB
+ * aligned.
+ */
+static bool pidfd_mem_mirror_window(struct vm_fault *vmf,
 				    struct pidfd_mem_grant *grant, u64 off,
-				    bool write, unsigned long *start,
-				    unsigned long *end)
+				    enum pidfd_mem_fault kind,
+				    unsigned long *start, unsigned long *end)
 {
 	struct vm_area_struct *vma = vmf->vma;
 	unsigned long addr = vmf->address & PAGE_MASK;
 	unsigned long n = clamp_val(fault_around_pages, 1, PIDFD_MEM_FAULT_MAX);
+	u64 before = off - grant->offset;		/* grant bytes below addr */
+	u64 after = grant->offset + grant->size - off;	/* and from addr on */
 	unsigned long lo, hi, span;
 
-	if (write || n == 1 || !is_power_of_2(n)) {
+	if (kind == PIDFD_MEM_FAULT_PMD) {
+		lo = addr & PMD_MASK;
+		hi = lo + PMD_SIZE;
+		*start = lo;
+		*end = hi;
+		return lo >= vma->vm_start && hi <= vma->vm_end &&
+		       addr - lo <= before && hi - addr <= after &&
+		       IS_ALIGNED(grant->address + before - (addr - lo),
+				  PMD_SIZE);
+	}
+	if (kind != PIDFD_MEM_FAULT_READ || n == 1 || !is_power_of_2(n)) {
 		*start = addr;
 		*end = addr + PAGE_SIZE;
-		return;
+		return true;
 	}
 	span = n << PAGE_SHIFT;
 	lo = max3(ALIGN_DOWN(addr, span), vma->vm_start, addr & PMD_MASK);
 	hi = min3(ALIGN_DOWN(addr, span) + span, vma->vm_end,
 		  (addr & PMD_MASK) + PMD_SIZE);
 	/* Stay inside the grant. */
-	if (addr - lo > off - grant->offset)
-		lo = addr - (off - grant->offset);
-	if (hi - addr > grant->offset + grant->size - off)
-		hi = addr + (grant->offset + grant->size - off);
+	if (addr - lo > before)
+		lo = addr - before;
+	if (hi - addr > after)
+		hi = addr + after;
 	*start = lo;
 	*end = hi;
+	return true;
 }
 
 /* Give up the mapper's mmap_lock before answering VM_FAULT_RETRY. */
@@ -102,7 +129,59 @@ static void pidfd_mem_release_fault_lock(struct vm_fault *vmf)
 #endif
 }
 
-static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
+/*
+ * Install what the lookup found, under ctx->lock (the caller checked that no
+ * invalidation ran since). @pfns holds T's pages for the mirror pages from
+ * @start; @idx is the page that faulted.
+ */
+static vm_fault_t pidfd_mem_mirror_install(struct vm_fault *vmf,
+					   enum pidfd_mem_fault kind,
+					   unsigned long *pfns,
+					   unsigned long start,
+					   unsigned long end,
+					   unsigned long idx)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long pfn = pfns[idx] & ~HMM_PFN_FLAGS;
+	struct pidfd_mem_fill fill = {
+		.mm = vma->vm_mm,
+		.pfns = pfns,
+		.start = start,
+		.write = kind == PIDFD_MEM_FAULT_WRITE ? idx : ULONG_MAX,
+		.ro = vma->vm_page_prot,
+		.rw = vm_get_page_prot(vma->vm_flags),
+	};
+
+	switch (kind) {
+	case PIDFD_MEM_FAULT_MKWRITE:
+		/*
+		 * T's page is writable and the same one the PTE maps: the core
+		 * makes the PTE writable in place (finish_mkwrite_fault, which
+		 * checks the PTE is unchanged). An invalidation after this
+		 * point zaps the writable PTE before T can free the page.
+		 */
+		return pfn == pte_pfn(vmf->orig_pte) ? 0 : VM_FAULT_NOPAGE;
+	case PIDFD_MEM_FAULT_PMD:
+#ifdef PIDFD_MEM_HAVE_HUGE_PFNMAP
+		/* Read-only: a write splits it and faults one page (C2). */
+		return vmf_insert_pfn_pmd(vmf, pfn_to_pfn_t(pfn), false);
+#else
+		return VM_FAULT_FALLBACK;
+#endif
+	default:
+		/*
+		 * One page table walk and one PTL for the whole window. The
+		 * page table exists (made before), so this allocates nothing.
+		 */
+		if (apply_to_page_range(vma->vm_mm, start, end - start,
+					pidfd_mem_fill_pte, &fill))
+			return VM_FAULT_SIGBUS;
+		return VM_FAULT_NOPAGE;
+	}
+}
+
+static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
+					  enum pidfd_mem_fault kind)
 {
 	struct vm_area_struct *vma = vmf->vma;
 	struct pidfd_mem *ctx = vma->vm_file->private_data;
@@ -110,9 +189,10 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	unsigned long pfns[PIDFD_MEM_FAULT_MAX];
 	unsigned long addr = vmf->address & PAGE_MASK;
 	u64 off = (u64)vmf->pgoff << PAGE_SHIFT;
+	bool write = kind == PIDFD_MEM_FAULT_WRITE ||
+		     kind == PIDFD_MEM_FAULT_MKWRITE;
 	struct pidfd_mem_grant *grant;
 	struct hmm_range range = {};
-	struct pidfd_mem_fill fill = {};
 	unsigned long start, end, taddr, idx, npages;
 	bool self = vma->vm_mm == mm;
 	vm_fault_t ret = VM_FAULT_SIGBUS;
@@ -123,12 +203,16 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 		return VM_FAULT_SIGBUS;
 	if (write && !(grant->prot & PIDFD_MEM_PROT_WRITE))
 		goto put_grant;
+	if (!pidfd_mem_mirror_window(vmf, grant, off, kind, &start, &end)) {
+		ret = VM_FAULT_FALLBACK;
+		goto put_grant;
+	}
 	if (!mmget_not_zero(mm))
 		goto put_grant;
 
-	pidfd_mem_mirror_window(vmf, grant, off, write, &start, &end);
-	npages = (end - start) >> PAGE_SHIFT;
-	idx = (addr - start) >> PAGE_SHIFT;
+	/* T is looked up page by page; a huge fault needs only the one asked. */
+	npages = kind == PIDFD_MEM_FAULT_PMD ? 1 : (end - start) >> PAGE_SHIFT;
+	idx = kind == PIDFD_MEM_FAULT_PMD ? 0 : (addr - start) >> PAGE_SHIFT;
 	taddr = grant->address + (off - grant->offset);
 
 	/*
@@ -136,7 +220,8 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	 * under ctx->lock must not allocate, since reclaim may call our
 	 * invalidate callback, which takes ctx->lock.
 	 */
-	if (pmd_none(*vmf->pmd) &&
+	if ((kind == PIDFD_MEM_FAULT_READ || kind == PIDFD_MEM_FAULT_WRITE) &&
+	    pmd_none(*vmf->pmd) &&
 	    apply_to_page_range(vma->vm_mm, start, end - start,
 				pidfd_mem_pte_noop, NULL)) {
 		ret = VM_FAULT_OOM;
@@ -149,6 +234,16 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	 * writers queued on both. A mapper that is T holds it already (A6).
 	 */
 	if (!self && !mmap_read_trylock(mm)) {
+		/* pfn_mkwrite cannot retry: the store faults again at once. */
+		if (kind == PIDFD_MEM_FAULT_MKWRITE) {
+			ret = VM_FAULT_NOPAGE;
+			goto put_mm;
+		}
+		/* The PTE path waits for T's lock. */
+		if (kind == PIDFD_MEM_FAULT_PMD) {
+			ret = VM_FAULT_FALLBACK;
+			goto put_mm;
+		}
 		if ((vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
 		    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
 			/*
@@ -196,8 +291,8 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 		err = hmm_range_fault(&range);
 		if (err || npages == 1)
 			continue;
-		range.start = taddr - (addr - start);
-		range.end = range.start + (end - start);
+		range.start = taddr - (idx << PAGE_SHIFT);
+		range.end = range.start + (npages << PAGE_SHIFT);
 		range.default_flags = 0;
 		err = hmm_range_fault(&range);
 		/* T changed the page between the walks: start again. */
@@ -205,13 +300,23 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 			     (write && !(pfns[idx] & HMM_PFN_WRITE))))
 			err = -EBUSY;
 	} while (err == -EBUSY);
-	if (!err)
-		fill.write = write ? idx : npages;
 	if (!self)
 		mmap_read_unlock(mm);
 	if (err) {
 		ret = err == -ENOMEM ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
 		goto put_mm;
+	}
+	/* A huge fault needs T's page to be a huge page, whole and aligned. */
+	if (kind == PIDFD_MEM_FAULT_PMD) {
+		idx = (addr - start) >> PAGE_SHIFT;
+		if (hmm_pfn_to_map_order(pfns[0]) < PMD_SHIFT - PAGE_SHIFT ||
+		    !IS_ALIGNED((pfns[0] & ~HMM_PFN_FLAGS) - idx,
+				1UL << (PMD_SHIFT - PAGE_SHIFT))) {
+			ret = VM_FAULT_FALLBACK;
+			goto put_mm;
+		}
+		/* From here pfns[0] is the first pfn of the PMD. */
+		pfns[0] = (pfns[0] & ~HMM_PFN_FLAGS) - idx;
 	}
 
 	mutex_lock(&ctx->lock);
@@ -223,18 +328,8 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf, bool write)
 	ret = VM_FAULT_NOPAGE;
 	if (mmu_interval_read_retry(&grant->notifier, range.notifier_seq))
 		goto unlock_ctx;
-	fill.pfns = pfns;
-	fill.start = start;
-	fill.mm = vma->vm_mm;
-	fill.ro = vma->vm_page_prot;
-	fill.rw = vm_get_page_prot(vma->vm_flags);
-	/*
-	 * One page table walk and one PTL for the whole window. The page table
-	 * exists (made above), so this allocates nothing.
-	 */
-	if (apply_to_page_range(vma->vm_mm, start, end - start,
-				pidfd_mem_fill_pte, &fill))
-		ret = VM_FAULT_SIGBUS;
+	ret = pidfd_mem_mirror_install(vmf, kind, pfns, start, end,
+				       kind == PIDFD_MEM_FAULT_PMD ? 0 : idx);
 unlock_ctx:
 	mutex_unlock(&ctx->lock);
 	goto put_mm;
@@ -252,31 +347,38 @@ put_grant:
 
 static vm_fault_t pidfd_mem_mirror_fault(struct vm_fault *vmf)
 {
-	return pidfd_mem_mirror_handle(vmf, vmf->flags & FAULT_FLAG_WRITE);
+	return pidfd_mem_mirror_handle(vmf, vmf->flags & FAULT_FLAG_WRITE ?
+					    PIDFD_MEM_FAULT_WRITE :
+					    PIDFD_MEM_FAULT_READ);
 }
 
 /*
- * First write to a page mapped read-only by a read fault. The core would
- * make the PTE writable as it is; instead drop it, so that the store comes
- * back as a write fault that asks T for the page writable and dirty.
+ * First write to a page mapped read-only by a read fault: T's write fault
+ * first (C2), then the PTE is made writable where it is. Dropping it instead
+ * would livelock a CPU that does a read-modify-write as a load and a store
+ * (the load would fault the page back read-only every time).
  */
 static vm_fault_t pidfd_mem_mirror_pfn_mkwrite(struct vm_fault *vmf)
 {
-	struct vm_area_struct *vma = vmf->vma;
-	struct pidfd_mem *ctx = vma->vm_file->private_data;
-	struct pidfd_mem_grant *grant;
-	bool writable;
-
-	grant = pidfd_mem_grant_get(ctx, (u64)vmf->pgoff << PAGE_SHIFT);
-	if (!grant)
-		return VM_FAULT_SIGBUS;
-	writable = grant->prot & PIDFD_MEM_PROT_WRITE;
-	pidfd_mem_grant_put(grant);
-	if (!writable)
-		return VM_FAULT_SIGBUS;
-	zap_vma_ptes(vma, vmf->address & PAGE_MASK, PAGE_SIZE);
-	return VM_FAULT_NOPAGE;
+	return pidfd_mem_mirror_handle(vmf, PIDFD_MEM_FAULT_MKWRITE);
 }
+
+#ifdef PIDFD_MEM_HAVE_HUGE_PFNMAP
+/*
+ * Map T's huge page whole (contract section 9) when T maps it with a PMD at
+ * the same 2 MiB phase as the mirror. Only read faults of whole PMDs under
+ * the mapper's mmap_lock (the rule for a mapper that is T): everything else
+ * falls back to the PTE path, which splits a huge mirror entry on write.
+ */
+static vm_fault_t pidfd_mem_mirror_huge_fault(struct vm_fault *vmf,
+					      unsigned int order)
+{
+	if (order != PMD_ORDER ||
+	    (vmf->flags & (FAULT_FLAG_WRITE | FAULT_FLAG_VMA_LOCK)))
+		return VM_FAULT_FALLBACK;
+	return pidfd_mem_mirror_handle(vmf, PIDFD_MEM_FAULT_PMD);
+}
+#endif
 
 /* ptrace and /proc/PID/mem of a mapper see through the mirror (A8). */
 static int pidfd_mem_mirror_access(struct vm_area_struct *vma,
@@ -300,8 +402,16 @@ static int pidfd_mem_mirror_access(struct vm_area_struct *vma,
 static const struct vm_operations_struct pidfd_mem_mirror_ops = {
 	.fault = pidfd_mem_mirror_fault,
 	.pfn_mkwrite = pidfd_mem_mirror_pfn_mkwrite,
+#ifdef PIDFD_MEM_HAVE_HUGE_PFNMAP
+	.huge_fault = pidfd_mem_mirror_huge_fault,
+#endif
 	.access = pidfd_mem_mirror_access,
 };
+
+bool pidfd_mem_is_mirror(struct vm_area_struct *vma)
+{
+	return vma->vm_ops == &pidfd_mem_mirror_ops;
+}
 
 /* mmap() of the access fd (A1). */
 int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)

@@ -5,8 +5,14 @@
 inc="$1/include/linux"
 has() { grep -qsE "$2" "$inc/$1"; }
 
-# get_user_pages_remote() lost its vmas argument in 6.5.
+# get_user_pages_remote() and pin_user_pages_remote() lost their vmas argument
+# in 6.5.
 has mm.h 'struct vm_area_struct \*\*vmas, int \*locked\);' && echo -DPIDFD_MEM_HAVE_GUP_VMAS
+# Huge PFN mappings of VM_PFNMAP VMAs (pmd_special, ->huge_fault by order):
+# 6.12. The architecture's support is CONFIG_ARCH_SUPPORTS_PMD_PFNMAP.
+has mm.h 'huge_fault\)\(struct vm_fault \*vmf, unsigned int order\)' &&
+	has mm.h 'CONFIG_ARCH_SUPPORTS_PMD_PFNMAP' &&
+	echo -DPIDFD_MEM_HAVE_HUGE_PFNMAP_API
 # vm_flags became read-only outside vm_flags_{set,clear,mod}() in 6.3.
 has mm.h 'void vm_flags_mod\(' && echo -DPIDFD_MEM_HAVE_VM_FLAGS_SET
 # Faults may run under the per-VMA lock since 6.4.

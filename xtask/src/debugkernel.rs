@@ -1,7 +1,8 @@
 //! `cargo xtask debug-kernel`: builds the 6.12 debug kernel (KASAN, lockdep, DEBUG_VM,
 //! kmemleak, SLUB debugging) from Debian's `linux-source-6.12` with the fragment
 //! `kmod/testing/config`, in a cache outside the work tree that later runs reuse, and runs
-//! the guest suite on it.
+//! the guest suite on it. With `--plain`, the same kernel without the fragment's debug set
+//! (for benchmarks, whose figures the debug options would distort), in its own directory.
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -30,9 +31,36 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/remote-mapping"))
 }
 
+/// Which 6.12 kernel to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// The whole fragment: `build-6.12-debug`.
+    Debug,
+    /// The fragment up to its debug set (keeping the boot and debug-info lines there):
+    /// `build-6.12`.
+    Plain,
+}
+
+/// The fragment's text for `flavour`.
+fn fragment_for(text: &[u8], flavour: Flavour) -> Vec<u8> {
+    if flavour == Flavour::Debug {
+        return text.to_vec();
+    }
+    let mut out = String::new();
+    let mut debug_set = false;
+    for line in String::from_utf8_lossy(text).lines() {
+        debug_set |= line.starts_with("# -- debug set");
+        if !debug_set || line.starts_with("CONFIG_PVH") || line.starts_with("CONFIG_DEBUG_INFO") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
+}
+
 /// The build directory (`--kdir`) and its bzImage (`--kernel`), built or brought up to
 /// date with the fragment first.
-pub fn build(jobs: usize) -> Result<(PathBuf, PathBuf)> {
+pub fn build(jobs: usize, flavour: Flavour) -> Result<(PathBuf, PathBuf)> {
     host::ensure(PACKAGES)?;
     let cache = cache_dir();
     fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
@@ -47,12 +75,20 @@ pub fn build(jobs: usize) -> Result<(PathBuf, PathBuf)> {
                 .arg(&cache),
         )?;
     }
-    let out = cache.join("build-6.12-debug");
+    let out = cache.join(match flavour {
+        Flavour::Debug => "build-6.12-debug",
+        Flavour::Plain => "build-6.12",
+    });
     fs::create_dir_all(&out)?;
-    let fragment = host::repo_root().join("kmod/testing/config");
+    let source = host::repo_root().join("kmod/testing/config");
+    let want = fragment_for(
+        &fs::read(&source).with_context(|| format!("reading {}", source.display()))?,
+        flavour,
+    );
+    let fragment = out.join(".fragment.config");
     let stamp = out.join(".fragment");
-    let want = fs::read(&fragment).with_context(|| format!("reading {}", fragment.display()))?;
     if fs::read(&stamp).ok().as_deref() != Some(&want[..]) {
+        fs::write(&fragment, &want)?;
         eprintln!(
             "xtask: configuring: x86_64_defconfig + {}",
             fragment.display()
@@ -71,7 +107,7 @@ pub fn build(jobs: usize) -> Result<(PathBuf, PathBuf)> {
         check_config(&out.join(".config"), &want)?;
     }
     eprintln!(
-        "xtask: building the debug kernel in {} (about 40 minutes on 2 cores the first time)",
+        "xtask: building the kernel in {} (the first time: about 40 minutes on 2 cores with the debug set, 25 without)",
         out.display()
     );
     let j = format!("-j{jobs}");

@@ -8,6 +8,17 @@ pub struct Totals {
     pub skipped: u32,
 }
 
+impl std::ops::Add for Totals {
+    type Output = Totals;
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            passed: self.passed + o.passed,
+            failed: self.failed + o.failed,
+            skipped: self.skipped + o.skipped,
+        }
+    }
+}
+
 impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} passed, {} failed", self.passed, self.failed)?;

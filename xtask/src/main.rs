@@ -63,6 +63,9 @@ enum Cmd {
         /// make -j [default: the number of cores].
         #[arg(long)]
         jobs: Option<usize>,
+        /// The same 6.12 kernel without the debug set (in build-6.12; for `bench --kernel`).
+        #[arg(long)]
+        plain: bool,
         #[command(flatten)]
         vm: VmArgs,
     },
@@ -204,12 +207,18 @@ fn real_main() -> Result<i32> {
         Cmd::DebugKernel {
             build_only,
             jobs,
+            plain,
             mut vm,
         } => {
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
             });
-            let (kdir, image) = debugkernel::build(jobs)?;
+            let flavour = if plain {
+                debugkernel::Flavour::Plain
+            } else {
+                debugkernel::Flavour::Debug
+            };
+            let (kdir, image) = debugkernel::build(jobs, flavour)?;
             eprintln!("xtask: debug kernel {}", image.display());
             if build_only {
                 return Ok(0);
@@ -232,6 +241,16 @@ const GUEST_SUITE: &[&str] = &[
     "target/release/vmi-tests",
     "target/release/pidfd-mem-stress --seconds 20",
     "target/release/pidfd-mem-fuzz --seconds 15",
+    "target/release/pidfd-mem-regress",
+];
+
+/// Run again in a second boot with one vCPU, where TCG performs an atomic
+/// read-modify-write as a load and a store (the bugs of that shape showed
+/// only there), with the fuzzer's corpus replayed.
+const GUEST_SUITE_SMP1: &[&str] = &[
+    "target/release/pidfd-mem-tests",
+    "target/release/pidfd-mem-regress",
+    "target/release/pidfd-mem-fuzz --corpus",
 ];
 
 fn test(args: &VmArgs, guest_only: bool) -> Result<i32> {
@@ -257,13 +276,15 @@ fn test(args: &VmArgs, guest_only: bool) -> Result<i32> {
             }
         }
     }
-    let totals = match guest_suite(args, &mut fails) {
-        Ok(t) => t,
-        Err(e) => {
-            fails.push(format!("{e:#}"));
-            ktap::Totals::default()
+    let mut totals = ktap::Totals::default();
+    let mut smp1 = args.clone();
+    smp1.smp = 1;
+    for (suite, vm) in [(GUEST_SUITE, args), (GUEST_SUITE_SMP1, &smp1)] {
+        match guest_suite(vm, suite, &mut fails) {
+            Ok(t) => totals = totals + t,
+            Err(e) => fails.push(format!("{e:#}")),
         }
-    };
+    }
     for f in &fails {
         eprintln!("xtask: FAIL: {f}");
     }
@@ -275,12 +296,19 @@ fn test(args: &VmArgs, guest_only: bool) -> Result<i32> {
     Ok(i32::from(totals.failed > 0))
 }
 
-/// Builds the module and the guest programs, runs [`GUEST_SUITE`] in one boot, and counts
-/// its KTAP results. Failures outside KTAP (a missing program, a splat) go to `fails`.
-fn guest_suite(args: &VmArgs, fails: &mut Vec<String>) -> Result<ktap::Totals> {
+/// Builds the module and the guest programs, runs `suite` in one boot, and counts its KTAP
+/// results. Failures outside KTAP (a missing program, a splat) go to `fails`.
+fn guest_suite(args: &VmArgs, suite: &[&str], fails: &mut Vec<String>) -> Result<ktap::Totals> {
     let root = host::repo_root();
     let opts = args.options()?; // builds the module
-    host::run(host::cargo().args(["build", "--release", "--workspace", "--bins", "--tests"]))?;
+    host::run(host::cargo().args([
+        "build",
+        "--release",
+        "--workspace",
+        "--bins",
+        "--tests",
+        "--examples",
+    ]))?;
     host::run(
         Command::new("gcc")
             .args(["-static", "-O2", "-Wall", "-Werror", "-I"])
@@ -292,7 +320,7 @@ fn guest_suite(args: &VmArgs, fails: &mut Vec<String>) -> Result<ktap::Totals> {
 
     // One shell script runs every program that exists; their KTAP goes to stdout.
     let mut script = String::from("rc=0\n");
-    for entry in GUEST_SUITE {
+    for entry in suite {
         let mut words = entry.split_whitespace();
         let prog = words.next().unwrap_or_default();
         let path = root.join(prog);

@@ -48,6 +48,7 @@ fn tests() -> Vec<Test> {
         Test::new("m2_grant_is_window", c::m2_grant_is_window),
         Test::new("u1_unmap_split", c::u1_unmap_split),
         Test::new("u1_unmap_no_grant_ok", c::u1_unmap_no_grant_ok),
+        Test::new("u1_unmap_after_exit", c::u1_unmap_after_exit),
         Test::new("u1_unmap_einval", c::u1_unmap_einval),
         Test::new("u1_unmap_locked_eperm", c::u1_unmap_locked_eperm),
         Test::new("u1_unmap_zaps_every_mapper", c::u1_unmap_zaps_every_mapper),
@@ -76,6 +77,7 @@ fn tests() -> Vec<Test> {
             "a2a_regular_file_page_cache",
             a::a2a_regular_file_page_cache,
         ),
+        Test::new("a2a_thp_mapped_whole", a::a2a_thp_mapped_whole).timeout(Duration::from_secs(60)),
         Test::new("a3_pread_pwrite", a::a3_pread_pwrite),
         Test::new("a3_read_write_lseek", a::a3_read_write_lseek),
         Test::new("a3_short_count", a::a3_short_count),
@@ -85,6 +87,10 @@ fn tests() -> Vec<Test> {
         Test::new("a4_poll_hup_on_exit", a::a4_poll_hup_on_exit),
         Test::new("a5_fork_child_coherent", a::a5_fork_child_coherent),
         Test::new("a6_self_mapping", a::a6_self_mapping),
+        Test::new(
+            "a6_split_mirror_granted_over_itself",
+            a::a6_split_mirror_granted_over_itself,
+        ),
         Test::new("a7_mirror_of_mirror_sigbus", a::a7_mirror_of_mirror_sigbus),
         Test::new("a8_proc_mem_sees_mirror", a::a8_proc_mem_sees_mirror),
         Test::new("a9_futex_on_mirror_efault", a::a9_futex_on_mirror_efault),
@@ -103,6 +109,12 @@ fn tests() -> Vec<Test> {
             "c2_mirror_store_breaks_cow_in_t",
             r::c2_mirror_store_breaks_cow_in_t,
         ),
+        Test::new("c2_store_after_read_fault", r::c2_store_after_read_fault),
+        Test::new(
+            "c2_pwrite_not_in_child_forked_during_copy",
+            r::c2_pwrite_not_in_child_forked_during_copy,
+        )
+        .timeout(Duration::from_secs(60)),
         Test::new("c4_churn_never_stale", r::c4_churn_never_stale),
         Test::new(
             "a6_mutual_mirrors_no_deadlock",

@@ -2,13 +2,13 @@
 
 use std::os::unix::fs::FileExt;
 
-use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem::{pidfd_mem, pidfd_open, Access, Control, Grant, MemOffset, Prot, RemoteAddr};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, MprotectFlags, MremapFlags, ProtFlags};
 
 use crate::harness::{Ctx, Failure, TestResult};
 use crate::util::*;
-use crate::{ensure, expect_eq, expect_errno, fail, note};
+use crate::{ensure, expect_eq, expect_errno, fail, note, skip};
 
 /// A1: MAP_PRIVATE is EINVAL; MAP_SHARED works.
 pub fn a1_map_private_einval() -> TestResult {
@@ -725,15 +725,14 @@ pub fn a5_fork_child_coherent() -> TestResult {
     Ok(())
 }
 
-/// A6: T maps its own mem (self case, then parent-maps-then-forks): no
-/// deadlock, same semantics.
-pub fn a6_self_mapping() -> TestResult {
-    let p = page();
+/// `len` fresh bytes of our own, and this process opened with them granted
+/// read-write at mem offset 0 (A6: T is the mapper).
+fn self_granted(len: usize) -> Result<(*mut u64, Control, Access), Failure> {
     // SAFETY: a fresh anonymous mapping of our own.
     let local = unsafe {
         rustix::mm::mmap_anonymous(
             core::ptr::null_mut(),
-            2 * p,
+            len,
             ProtFlags::READ | ProtFlags::WRITE,
             MapFlags::PRIVATE,
         )
@@ -745,10 +744,18 @@ pub fn a6_self_mapping() -> TestResult {
     ctl.map(&Grant::new(
         RemoteAddr::from_ptr(local),
         MemOffset(0),
-        2 * pg(),
+        len as u64,
         Prot::ReadWrite,
     ))
     .ctx("A6: MAP own memory")?;
+    Ok((local, ctl, mem))
+}
+
+/// A6: T maps its own mem (self case, then parent-maps-then-forks): no
+/// deadlock, same semantics.
+pub fn a6_self_mapping() -> TestResult {
+    let p = page();
+    let (local, _ctl, mem) = self_granted(2 * p)?;
     let m = mem
         .mmap(MemOffset(0), 2 * p, Prot::ReadWrite)
         .ctx("A6: mmap own mem")?;
@@ -906,5 +913,170 @@ pub fn a9_futex_on_mirror_efault() -> TestResult {
         pidfd_mem::ErrnoName(Errno::FAULT),
         "A9: shared FUTEX_WAIT on a mirror address"
     );
+    Ok(())
+}
+
+/// Minor faults this thread has taken (`/proc/thread-self/stat`, field 10).
+/// Faults the module takes in T on our behalf count here too.
+fn minor_faults() -> Result<u64, Failure> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ctx("/proc/thread-self/stat")?;
+    // Fields after "(comm)": state is field 3, minflt field 10.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Failure::Fail(format!("no minflt in {stat:?}")))
+}
+
+/// The kB a field of `/proc/PID/smaps` gives for the VMA holding `addr`.
+fn smaps_kb(pid: i32, addr: u64, field: &str) -> Result<u64, Failure> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ctx("smaps")?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let head = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = head.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                inside = lo <= addr && addr < hi;
+                continue;
+            }
+        }
+        if inside && head == field {
+            return Ok(line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0));
+        }
+    }
+    fail!("no {field} for {addr:#x} in /proc/{pid}/smaps")
+}
+
+/// Whether the kernel maps PMD-sized PFN entries in VM_PFNMAP VMAs: 6.12
+/// and later (where the module's build probe enables its ->huge_fault).
+fn kernel_has_huge_pfnmap() -> bool {
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (6, 12)
+}
+
+/// A2a, C1-C3 and contract section 9: T's transparent huge pages are
+/// mapped whole, one PMD per fault, where the kernel has huge PFN mappings
+/// (6.12); everywhere they read right and stay coherent when T splits one
+/// (DONTNEED of a 4 KiB page) or the mirror stores into one (the read-only
+/// huge entry is split and the page faulted writable in T).
+pub fn a2a_thp_mapped_whole() -> TestResult {
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    const FILL: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+    let huge = 2usize << 20;
+    let p = page();
+    let t = Target::spawn()?;
+    let region = t.alloc(3 * huge)?;
+    let thp = (region + huge as u64 - 1) & !(huge as u64 - 1);
+    t.madvise(thp, 2 * huge, libc::MADV_HUGEPAGE)?;
+    t.fill(thp, 2 * huge, 0x5a)?;
+    let kb = smaps_kb(t.pid, thp, "AnonHugePages:")?;
+    if kb < 4096 {
+        skip!("T got {kb} kB of THP for 4 MiB (THP off, or memory fragmented)");
+    }
+    let (ctl, mem) = t.open()?;
+    ctl.map(&Grant::new(
+        RemoteAddr(thp),
+        MemOffset(0),
+        2 * huge as u64,
+        Prot::ReadWrite,
+    ))?;
+    let m = mem.mmap(MemOffset(0), 2 * huge, Prot::ReadWrite)?;
+    expect_eq!(
+        m.as_ptr() as usize % huge,
+        0,
+        "section 9: the mirror sits at T's offset within a 2 MiB frame"
+    );
+    let before = minor_faults()?;
+    for off in (0..2 * huge).step_by(p) {
+        let v = m.load_u64(off, Relaxed)?;
+        ensure!(v == FILL, "A2a: THP page at {off:#x} reads {v:#x}");
+    }
+    let faults = minor_faults()? - before;
+    note!("4 MiB of THP read through a mirror in {faults} faults");
+
+    t.madvise(thp + (huge + p) as u64, p, libc::MADV_DONTNEED)?;
+    expect_eq!(
+        m.load_u64(huge + p, Relaxed)?,
+        0,
+        "C3: the page T dropped from its huge page"
+    );
+    expect_eq!(
+        m.load_u64(huge + 2 * p, Relaxed)?,
+        FILL,
+        "C3: the rest of the huge page T split"
+    );
+    m.store_u64(8 * p, 0x1234, SeqCst)?;
+    expect_eq!(t.load64(thp + 8 * pg())?, 0x1234, "C2: T sees the store");
+    expect_eq!(
+        m.load_u64(9 * p, Relaxed)?,
+        FILL,
+        "C2: the rest of the huge page after the store"
+    );
+    t.store64(thp + 100 * pg(), 0x9999)?;
+    expect_eq!(
+        m.load_u64(100 * p, Relaxed)?,
+        0x9999,
+        "C1: the mirror sees T's store"
+    );
+    if !kernel_has_huge_pfnmap() {
+        skip!("contents and coherence hold; this kernel has no huge PFN mappings (6.12+): {faults} faults for 4 MiB");
+    }
+    // One fault per PMD, and at most one retry each (a first try under the
+    // per-VMA lock falls back); 4 KiB entries take 16 or more.
+    ensure!(
+        faults <= 8,
+        "section 9: 4 MiB of THP took {faults} faults through the mirror (about one per 2 MiB expected)"
+    );
+    Ok(())
+}
+
+/// A6, A7: a process splits its own large mirror (mprotect and munmap of
+/// pages inside it) while a grant of the same mem covers that mirror. Since
+/// 6.4 the kernel splits the mirror's page tables under the mirror file's
+/// i_mmap_rwsem and runs the grant's invalidation there: nothing to zap (a
+/// mirror of a mirror maps nothing), and it must not wait on that lock.
+pub fn a6_split_mirror_granted_over_itself() -> TestResult {
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    let huge = 2usize << 20;
+    let len = 4 * huge;
+    let p = page();
+    let (local, ctl, mem) = self_granted(len)?;
+    let m = mem.mmap(MemOffset(0), len, Prot::ReadWrite)?;
+    for off in (0..len).step_by(p) {
+        m.load_u64(off, Relaxed)?;
+    }
+    ctl.map(&Grant::new(
+        RemoteAddr(m.as_ptr() as u64),
+        MemOffset(2 * len as u64),
+        len as u64,
+        Prot::ReadWrite,
+    ))
+    .ctx("A7: MAP over our own mirror")?;
+    let base = m.as_ptr() as usize;
+    // SAFETY: pages inside our own mirror mapping; the Mirror is not used
+    // there afterwards.
+    unsafe {
+        rustix::mm::mprotect((base + huge + 3 * p) as *mut _, p, MprotectFlags::READ)
+            .ctx("A6: mprotect inside the mirror")?;
+        rustix::mm::munmap((base + 2 * huge + 5 * p) as *mut _, p)
+            .ctx("A6: munmap inside the mirror")?;
+    }
+    m.store_u64(0, 0xa6, SeqCst)?;
+    // SAFETY: our own mapping; volatile because the mirror aliases it.
+    let v = unsafe { local.read_volatile() };
+    expect_eq!(v, 0xa6, "A6: the split mirror still writes through");
+    let mm = mem.mmap(MemOffset(2 * len as u64), p, Prot::Read)?;
+    expect_fault(mm.load_u64(0, Relaxed), "A7: a mirror of the split mirror")?;
+    drop(mm);
+    drop(m);
+    // SAFETY: our own mapping, no mirror left.
+    let _ = unsafe { rustix::mm::munmap(local.cast(), len) };
     Ok(())
 }

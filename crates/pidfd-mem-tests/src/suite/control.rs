@@ -392,6 +392,29 @@ pub fn u1_unmap_no_grant_ok() -> TestResult {
     Ok(())
 }
 
+/// U1: UNMAP works after T has exited (it lists no ESRCH), also where it
+/// splits a grant; MAP then answers ESRCH (M1). The mirror keeps faulting.
+pub fn u1_unmap_after_exit() -> TestResult {
+    let mut s = Setup::new(4)?;
+    let p = pg();
+    let m = s.mem.mmap(MemOffset(0), 4 * page(), Prot::Read)?;
+    s.t.exit_and_reap()?;
+    s.ctl
+        .unmap(MemOffset(p), p)
+        .ctx("U1: UNMAP splitting a grant after T exited")?;
+    s.ctl
+        .unmap(MemOffset(0), 4 * p)
+        .ctx("U1: UNMAP of the rest after T exited")?;
+    expect_errno!(
+        s.ctl
+            .map(&Grant::new(RemoteAddr(s.addr), MemOffset(0), p, Prot::Read)),
+        Errno::SRCH,
+        "M1: MAP after T exited"
+    );
+    expect_fault(m.read_obj::<u8>(0), "U1: the mirror after exit and UNMAP")?;
+    Ok(())
+}
+
 /// U1: the same EINVAL rules as M1.
 pub fn u1_unmap_einval() -> TestResult {
     let s = Setup::new(1)?;

@@ -479,3 +479,130 @@ pub fn a6_mutual_mirrors_no_deadlock() -> TestResult {
     expect_eq!(code[0], 0, "the peer side (0: its reads succeeded)");
     Ok(())
 }
+
+/// C2: stores and read-modify-writes (plain store, xchg, lock cmpxchg, copy)
+/// into pages the mirror has only read: the read-only entry the read fault
+/// installed becomes writable where it is (pfn_mkwrite runs T's write fault
+/// first) and T sees every store. With one vCPU (`cargo xtask run --smp 1`)
+/// TCG performs an atomic as a load then a store; dropping the entry there
+/// would fault the load back read-only forever.
+pub fn c2_store_after_read_fault() -> TestResult {
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    let s = Setup::new(4)?;
+    let p = page();
+    let m = s.mem.mmap(MemOffset(0), 4 * p, Prot::ReadWrite)?;
+    for i in 0..4usize {
+        let off = i * p;
+        let fill = 0x0101_0101_0101_0101u64 * (i as u64 + 1);
+        expect_eq!(m.load_u64(off + 8, Relaxed)?, fill, "C2: read first");
+        let val = 0xc200 + i as u64;
+        match i {
+            0 => m.store_u64(off, val, SeqCst)?,
+            1 => expect_eq!(
+                m.compare_exchange_u64(off, fill, val, SeqCst, SeqCst)?,
+                Ok(fill),
+                "C2: lock cmpxchg after a read"
+            ),
+            2 => m.write_obj(off, val)?,
+            _ => m.copy_from(off, &val.to_ne_bytes())?,
+        }
+        expect_eq!(
+            s.t.load64(s.addr + off as u64)?,
+            val,
+            "C2: T sees the store after the mirror's read"
+        );
+        expect_eq!(
+            m.load_u64(off, Relaxed)?,
+            val,
+            "C2: the mirror reads it back"
+        );
+    }
+    Ok(())
+}
+
+/// C2, A3: a pwrite through mem is T's write: a child T forks while the copy
+/// runs keeps the bytes it had at fork (mem pins T's pages as
+/// process_vm_writev does, so fork copies them for the child). T forks
+/// children in a loop; each reads a word twice a moment apart; the test
+/// pwrites a counter over the region meanwhile, for a few seconds.
+pub fn c2_pwrite_not_in_child_forked_during_copy() -> TestResult {
+    const PAGES: usize = 64;
+    let p = page();
+    let report = RawMap::anon_shared(p).ctx("report page")?;
+    // SAFETY: a fresh private region, populated; T inherits it at the same address.
+    let region = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            PAGES * p,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::POPULATE,
+        )
+    }
+    .ctx("mmap region")? as usize;
+    let (r, w) = rustix::pipe::pipe().ctx("pipe")?;
+    // SAFETY: the test process is single-threaded; T only forks and its
+    // children only read their own memory and write the shared report page.
+    let t = unsafe { libc::fork() };
+    if t == 0 {
+        drop(r);
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        let _ = rustix::io::write(&w, b"x");
+        loop {
+            // SAFETY: as above.
+            let c = unsafe { libc::fork() };
+            if c == 0 {
+                let last = (region + (PAGES - 1) * p) as *const u64;
+                // SAFETY: our copy of the region, mapped.
+                let a = unsafe { last.read_volatile() };
+                let end = Instant::now() + Duration::from_millis(2);
+                while Instant::now() < end {}
+                // SAFETY: as above.
+                let b = unsafe { last.read_volatile() };
+                if a != b {
+                    report.store(0, report.load(0) + 1);
+                }
+                // SAFETY: leaving the child.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: reaping our child.
+            unsafe { libc::waitpid(c, core::ptr::null_mut(), 0) };
+        }
+    }
+    drop(w);
+    let mut b = [0u8; 1];
+    rustix::io::read(&r, &mut b).ctx("T ready")?;
+    let result = (|| {
+        let (ctl, mem) = pidfd_mem(pidfd_open(t as u32)?, 0).ctx("OPEN T")?;
+        ctl.map(&Grant::new(
+            RemoteAddr(region as u64),
+            MemOffset(0),
+            (PAGES * p) as u64,
+            Prot::ReadWrite,
+        ))?;
+        let mut buf = vec![0u8; PAGES * p];
+        let end = Instant::now() + Duration::from_secs(3);
+        let mut n = 0u64;
+        while Instant::now() < end {
+            n += 1;
+            for chunk in buf.chunks_mut(8) {
+                chunk.copy_from_slice(&n.to_ne_bytes());
+            }
+            mem.write_all_at(&buf, MemOffset(0)).ctx("pwrite")?;
+        }
+        note!("{n} pwrites of {PAGES} pages while T forked");
+        Ok::<(), Failure>(())
+    })();
+    // SAFETY: killing and reaping T.
+    unsafe {
+        libc::kill(t, libc::SIGKILL);
+        libc::waitpid(t, core::ptr::null_mut(), 0);
+    }
+    result?;
+    expect_eq!(
+        report.load(0),
+        0,
+        "C2: children of T that saw a pwrite made after their fork"
+    );
+    Ok(())
+}
