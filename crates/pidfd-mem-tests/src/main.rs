@@ -10,6 +10,8 @@
 
 mod harness;
 mod selftest;
+
+pub(crate) use ktap_harness::{ensure, expect_eq, fail, note, skip};
 mod suite;
 mod util;
 

@@ -13,7 +13,7 @@ use crate::util::{
 use crate::{note, Skip, Test};
 
 pub fn all() -> Vec<Test> {
-    let t = |name, run| Test { name, run };
+    let t = |name, run| Test::anyhow(name, run).timeout(Duration::from_secs(300));
     vec![
         t("rmap_maps_lists_the_targets_regions", maps),
         t("rmap_read_raw_hex_json_via_pidfd_mem", read_formats),

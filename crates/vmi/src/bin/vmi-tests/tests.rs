@@ -15,11 +15,7 @@ use crate::{Skip, Test};
 const MIB: u64 = 1 << 20;
 
 pub fn all() -> Vec<Test> {
-    let t = |name, run| Test {
-        name,
-        run,
-        timeout: Duration::from_secs(120),
-    };
+    let t = |name, run| Test::anyhow(name, run).timeout(Duration::from_secs(120));
     vec![
         t(
             "vmi_anon_layout_monitor_agrees_with_proc_maps",
