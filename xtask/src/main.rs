@@ -219,7 +219,7 @@ fn real_main() -> Result<i32> {
                 debugkernel::Flavour::Debug
             };
             let (kdir, image) = debugkernel::build(jobs, flavour)?;
-            eprintln!("xtask: debug kernel {}", image.display());
+            eprintln!("xtask: kernel {}", image.display());
             if build_only {
                 return Ok(0);
             }

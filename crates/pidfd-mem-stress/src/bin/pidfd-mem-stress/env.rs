@@ -170,7 +170,9 @@ impl Env {
             return;
         }
         if matches!(mode, SwapMode::Auto | SwapMode::Zram)
-            && run("modprobe", &["zram", "num_devices=1"])
+            // Built in (the 6.12 kernels of `cargo xtask debug-kernel`) or a module.
+            && (std::path::Path::new("/sys/block/zram0").exists()
+                || run("modprobe", &["zram", "num_devices=1"]))
             && wait_for("/sys/block/zram0/disksize")
             && write_file("/sys/block/zram0/disksize", "256M").is_ok()
             && wait_for("/dev/zram0")
