@@ -40,7 +40,7 @@ enum Cmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
     },
-    /// Host checks, then the guest suite in one boot. Prints "N passed, N failed".
+    /// Host checks, then the guest suites in two boots (two vCPUs, then one). Prints "N passed, N failed".
     Test {
         #[command(flatten)]
         vm: VmArgs,
