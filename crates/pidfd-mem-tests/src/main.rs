@@ -87,6 +87,7 @@ fn tests() -> Vec<Test> {
         Test::new("a3_eacces", a::a3_eacces),
         Test::new("a3_esrch", a::a3_esrch),
         Test::new("a4_poll_hup_on_exit", a::a4_poll_hup_on_exit),
+        Test::new("a4_poll_hup_every_open", a::a4_poll_hup_every_open),
         Test::new("a5_fork_child_coherent", a::a5_fork_child_coherent),
         Test::new("a6_self_mapping", a::a6_self_mapping),
         Test::new(

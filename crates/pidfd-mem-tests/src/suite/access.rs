@@ -628,6 +628,37 @@ pub fn a3_esrch() -> TestResult {
     Ok(())
 }
 
+/// A4, A3: every OPEN of the same T (they share one notifier on T's mm)
+/// reports POLLHUP and ESRCH after T exits, also after another one was
+/// closed first.
+pub fn a4_poll_hup_every_open() -> TestResult {
+    let mut t = Target::spawn()?;
+    let addr = t.alloc(page())?;
+    let mut mems = Vec::new();
+    for _ in 0..3 {
+        let (_ctl, mem) = t.open_granted(addr, 0, page(), Prot::Read)?;
+        mems.push(mem);
+    }
+    drop(mems.remove(1));
+    let (_ctl, last) = t.open_granted(addr, 0, page(), Prot::Read)?;
+    mems.push(last);
+    t.exit_and_reap()?;
+    for (i, mem) in mems.iter().enumerate() {
+        expect_eq!(
+            wait_hup(mem, 10)?,
+            true,
+            "A4: POLLHUP on OPEN {i} of the same T after its exit"
+        );
+        let mut b = [0u8; 1];
+        expect_errno!(
+            mem.read_at(&mut b, MemOffset(0)),
+            Errno::SRCH,
+            "A3: pread on OPEN {i} after T's exit"
+        );
+    }
+    Ok(())
+}
+
 /// A4, O3: poll reports POLLHUP once T has exited (holding mem does not
 /// keep T's address space alive).
 pub fn a4_poll_hup_on_exit() -> TestResult {
