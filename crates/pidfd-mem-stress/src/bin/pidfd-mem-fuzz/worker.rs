@@ -35,6 +35,7 @@ use pidfd_mem_stress::rng::{mix, Rng};
 use pidfd_mem_stress::sys::{self as ssys, exit_now, Forked};
 use pidfd_mem_stress::{failure, page};
 use rustix::io::Errno;
+use vm_memory::ByteValued;
 
 use crate::gen;
 use crate::state::{FShared, Op};
@@ -786,14 +787,7 @@ impl<'a> Worker<'a> {
             mem_fd: -1,
             reserved,
         };
-        // SAFETY: a plain #[repr(C)] struct of integers, viewed as bytes.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                (&arg as *const psys::PidfdMemOpen).cast::<u8>(),
-                size_of::<psys::PidfdMemOpen>(),
-            )
-        }
-        .to_vec();
+        let bytes = arg.as_slice().to_vec();
         let (at, where_) = self.arg_ptr(&bytes, true);
         let dev = self.pick_fd(b'd');
         self.note(format!("OPEN dev {dev} pidfd {pidfd} ({what}, {who:?}) flags {flags:#x} reserved {reserved:x?} arg {where_}"));
@@ -901,14 +895,7 @@ impl<'a> Worker<'a> {
             mem_fd: -1,
             reserved,
         };
-        // SAFETY: a plain #[repr(C)] struct viewed as bytes.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                (&arg as *const psys::RemoteProcMap).cast::<u8>(),
-                size_of::<psys::RemoteProcMap>(),
-            )
-        }
-        .to_vec();
+        let bytes = arg.as_slice().to_vec();
         let (at, where_) = self.arg_ptr(&bytes, true);
         let dev = self.pick_fd(b'd');
         self.note(format!("REMOTE_PROC_MAP dev {dev} pidfd {pidfd} ({who:?}) flags {flags:#x} reserved {reserved} arg {where_}"));
@@ -1010,14 +997,7 @@ impl<'a> Worker<'a> {
             flags,
             padding,
         };
-        // SAFETY: a plain #[repr(C)] struct viewed as bytes.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                (&arg as *const psys::PidfdMemMap).cast::<u8>(),
-                size_of::<psys::PidfdMemMap>(),
-            )
-        }
-        .to_vec();
+        let bytes = arg.as_slice().to_vec();
         let (at, where_) = self.arg_ptr(&bytes, false);
         self.note(format!("MAP ctl {fd} ({who:?}) address {address:#x} offset {offset:#x} size {size:#x} flags {flags:#x} padding {padding:?} arg {where_}"));
         let r = Self::raw_ioctl(fd, psys::PIDFD_MEM_MAP, at);
@@ -1122,14 +1102,7 @@ impl<'a> Worker<'a> {
             ),
         };
         let arg = psys::PidfdMemUnmap { offset, size };
-        // SAFETY: a plain #[repr(C)] struct viewed as bytes.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                (&arg as *const psys::PidfdMemUnmap).cast::<u8>(),
-                size_of::<psys::PidfdMemUnmap>(),
-            )
-        }
-        .to_vec();
+        let bytes = arg.as_slice().to_vec();
         let (at, where_) = self.arg_ptr(&bytes, false);
         self.note(format!(
             "UNMAP ctl {fd} offset {offset:#x} size {size:#x} arg {where_}"
