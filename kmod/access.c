@@ -63,59 +63,34 @@ void pidfd_mem_fs_exit(void)
 }
 
 /*
- * struct pidfd_mem_mm - one per T's mm, shared by every ctx opened on it
- * (mmu_notifier_get()), so that only the first OPEN of an mm registers a
- * notifier: registering runs mm_take_all_locks() (DESIGN.md, known limits)
- * and costs most of an OPEN. It tells its ctxs when T's address space is
- * torn down.
+ * The watch: an interval notifier over all of T, whose only job is to tell
+ * when T's address space is torn down (exit or exec: L2, L4, A4), which is
+ * the one invalidation with the event MMU_NOTIFY_RELEASE. An interval
+ * notifier rather than a plain mmu_notifier, because registering a plain
+ * one runs mm_take_all_locks() at every OPEN, while interval notifiers
+ * register once per mm, and not at all where a mirror was mapped (see
+ * pidfd_mem_mirror_mmap() and DESIGN.md, known limits).
  */
-struct pidfd_mem_mm {
-	struct mmu_notifier mn;
-	/* Protects @ctxs. */
-	spinlock_t lock;
-	struct list_head ctxs;
-};
-
-/* T's address space is being torn down: exit, or exec (L2, L4, A4). */
-static void pidfd_mem_mm_release(struct mmu_notifier *mn, struct mm_struct *mm)
+static bool pidfd_mem_watch_invalidate(struct mmu_interval_notifier *mni,
+				       const struct mmu_notifier_range *range,
+				       unsigned long cur_seq)
 {
-	struct pidfd_mem_mm *tmm = container_of(mn, struct pidfd_mem_mm, mn);
-	struct pidfd_mem *ctx;
+	struct pidfd_mem *ctx = container_of(mni, struct pidfd_mem, watch);
 
-	spin_lock(&tmm->lock);
-	list_for_each_entry(ctx, &tmm->ctxs, mm_node) {
+	if (range->event == MMU_NOTIFY_RELEASE) {
 		WRITE_ONCE(ctx->dead, true);
 		wake_up_all(&ctx->wq);
 	}
-	spin_unlock(&tmm->lock);
+	return true;
 }
 
-static struct mmu_notifier *pidfd_mem_mm_alloc(struct mm_struct *mm)
-{
-	struct pidfd_mem_mm *tmm = kzalloc(sizeof(*tmm), GFP_KERNEL);
-
-	if (!tmm)
-		return ERR_PTR(-ENOMEM);
-	spin_lock_init(&tmm->lock);
-	INIT_LIST_HEAD(&tmm->ctxs);
-	return &tmm->mn;
-}
-
-static void pidfd_mem_mm_free(struct mmu_notifier *mn)
-{
-	kfree(container_of(mn, struct pidfd_mem_mm, mn));
-}
-
-static const struct mmu_notifier_ops pidfd_mem_mm_ops = {
-	.release = pidfd_mem_mm_release,
-	.alloc_notifier = pidfd_mem_mm_alloc,
-	.free_notifier = pidfd_mem_mm_free,
+static const struct mmu_interval_notifier_ops pidfd_mem_watch_ops = {
+	.invalidate = pidfd_mem_watch_invalidate,
 };
 
 /* @mm must have users (the caller holds a get_task_mm() reference). */
 struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm)
 {
-	struct mmu_notifier *mn;
 	struct pidfd_mem *ctx;
 	int ret;
 
@@ -135,16 +110,11 @@ struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm)
 	}
 	lockdep_set_class(&ctx->inode->i_mapping->i_mmap_rwsem,
 			  &pidfd_mem_i_mmap_key);
-	mn = mmu_notifier_get(&pidfd_mem_mm_ops, mm);
-	if (IS_ERR(mn)) {
-		ret = PTR_ERR(mn);
-		goto put_inode;
-	}
 	/* T has users (ours): its release cannot have run yet. */
-	ctx->tmm = container_of(mn, struct pidfd_mem_mm, mn);
-	spin_lock(&ctx->tmm->lock);
-	list_add(&ctx->mm_node, &ctx->tmm->ctxs);
-	spin_unlock(&ctx->tmm->lock);
+	ret = mmu_interval_notifier_insert(&ctx->watch, mm, 0, ULONG_MAX,
+					   &pidfd_mem_watch_ops);
+	if (ret)
+		goto put_inode;
 	mmgrab(mm);
 	ctx->mm = mm;
 	return ctx;
@@ -161,11 +131,7 @@ static void pidfd_mem_release_ctx(struct kref *kref)
 	struct pidfd_mem *ctx = container_of(kref, struct pidfd_mem, kref);
 
 	pidfd_mem_grant_destroy_all(ctx);
-	spin_lock(&ctx->tmm->lock);
-	list_del(&ctx->mm_node);
-	spin_unlock(&ctx->tmm->lock);
-	/* Freed after an SRCU grace period; module exit waits for it. */
-	mmu_notifier_put(&ctx->tmm->mn);
+	mmu_interval_notifier_remove(&ctx->watch);
 	mmdrop(ctx->mm);
 	iput(ctx->inode);
 	kfree(ctx);

@@ -315,8 +315,6 @@ static void __exit pidfd_mem_exit(void)
 {
 	misc_deregister(&pidfd_mem_dev);
 	pidfd_mem_fs_exit();
-	/* Let the notifiers that mmu_notifier_put() freed go first. */
-	mmu_notifier_synchronize();
 }
 
 module_init(pidfd_mem_init);

@@ -35,8 +35,7 @@ struct pidfd_mem {
 	/* T's mm at OPEN, pinned with mmgrab only: never keeps it alive (O3). */
 	struct mm_struct *mm;
 	/* Tells when T's address space is torn down (exit or exec, L2/L4). */
-	struct pidfd_mem_mm *tmm;
-	struct list_head mm_node;	/* in tmm->ctxs, under tmm->lock */
+	struct mmu_interval_notifier watch;
 	/* The access file's inode: its i_mapping lists every mirror VMA. */
 	struct inode *inode;
 	/* Serialises MAP, UNMAP and LOCK; protects @locked. */
@@ -74,7 +73,6 @@ struct pidfd_mem_grant {
 };
 
 /* access.c */
-struct pidfd_mem_mm;
 extern struct vfsmount *pidfd_mem_mnt;
 struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm);
 void pidfd_mem_put(struct pidfd_mem *ctx);

@@ -413,11 +413,46 @@ bool pidfd_mem_is_mirror(struct vm_area_struct *vma)
 	return vma->vm_ops == &pidfd_mem_mirror_ops;
 }
 
+static bool pidfd_mem_noop_invalidate(struct mmu_interval_notifier *mni,
+				      const struct mmu_notifier_range *range,
+				      unsigned long cur_seq)
+{
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops pidfd_mem_noop_ops = {
+	.invalidate = pidfd_mem_noop_invalidate,
+};
+
+/*
+ * Make sure the mapper's mm has interval notifiers registered before its
+ * first mirror appears, so that no later OPEN or MAP on this mm registers
+ * one: registering runs mm_take_all_locks(), which would take the access
+ * inode's i_mmap_rwsem of every mirror here before files' and anon_vmas'
+ * locks, the reverse of our zap (DESIGN.md, known limits). Inserting an
+ * interval notifier registers them once per mm; with the mmap_lock held for
+ * write, as in ->mmap, the _locked form applies. The notifier itself is
+ * removed at once.
+ */
+static int pidfd_mem_mirror_prepare_mm(struct mm_struct *mm)
+{
+	struct mmu_interval_notifier probe = {};
+	int ret;
+
+	ret = mmu_interval_notifier_insert_locked(&probe, mm, 0, PAGE_SIZE,
+						  &pidfd_mem_noop_ops);
+	if (ret)
+		return ret;
+	mmu_interval_notifier_remove(&probe);
+	return 0;
+}
+
 /* mmap() of the access fd (A1). */
 int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)
 {
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u64 len = vma->vm_end - vma->vm_start;
+	int ret;
 
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
@@ -428,6 +463,9 @@ int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)
 			return -EACCES;
 		pidfd_mem_vm_flags_set(vma, 0, VM_MAYWRITE);
 	}
+	ret = pidfd_mem_mirror_prepare_mm(vma->vm_mm);
+	if (ret)
+		return ret;
 	pidfd_mem_vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP, 0);
 	vma->vm_ops = &pidfd_mem_mirror_ops;
 	return 0;

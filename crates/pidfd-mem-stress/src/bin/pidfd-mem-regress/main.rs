@@ -54,8 +54,14 @@ const CASES: &[Case] = &[
         name: "repro_register_with_mirror_lockdep",
         args: &[],
         limit: Duration::from_secs(60),
+        open_bug: None,
+    },
+    Case {
+        name: "repro_fork_child_register_lockdep",
+        args: &[],
+        limit: Duration::from_secs(60),
         open_bug: Some(
-            "open bug: mm_take_all_locks() vs a zap under a file's i_mmap_rwsem (issue 5, DESIGN.md)",
+            "open bug: OPEN of a fork child of a mapper registers a notifier on an mm with mirrors (issue 5, DESIGN.md)",
         ),
     },
 ];
