@@ -424,6 +424,19 @@ static const struct mmu_interval_notifier_ops pidfd_mem_noop_ops = {
 	.invalidate = pidfd_mem_noop_invalidate,
 };
 
+/* Whether @mm maps a mirror already. Called with its mmap_lock held. */
+static bool pidfd_mem_mm_has_mirror(struct mm_struct *mm)
+{
+	VMA_ITERATOR(vmi, mm, 0);
+	struct vm_area_struct *vma;
+
+	for_each_vma(vmi, vma) {
+		if (pidfd_mem_is_mirror(vma))
+			return true;
+	}
+	return false;
+}
+
 /*
  * Make sure the mapper's mm has interval notifiers registered before its
  * first mirror appears, so that no later OPEN or MAP on this mm registers
@@ -432,12 +445,17 @@ static const struct mmu_interval_notifier_ops pidfd_mem_noop_ops = {
  * locks, the reverse of our zap (DESIGN.md, known limits). Inserting an
  * interval notifier registers them once per mm; with the mmap_lock held for
  * write, as in ->mmap, the _locked form applies. The notifier itself is
- * removed at once.
+ * removed at once. Once the mm maps a mirror this is either done, or the
+ * mirrors came by fork into an mm that never registered, where registering
+ * now would be the very hazard: both are left alone.
  */
 static int pidfd_mem_mirror_prepare_mm(struct mm_struct *mm)
 {
 	struct mmu_interval_notifier probe = {};
 	int ret;
+
+	if (pidfd_mem_mm_has_mirror(mm))
+		return 0;
 
 	ret = mmu_interval_notifier_insert_locked(&probe, mm, 0, PAGE_SIZE,
 						  &pidfd_mem_noop_ops);
