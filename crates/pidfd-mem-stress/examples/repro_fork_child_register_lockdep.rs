@@ -12,22 +12,12 @@
 //! cargo xtask run --kernel .../bzImage --kdir ... -- target/release/examples/repro_fork_child_register_lockdep
 //! ```
 
-use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem::{pidfd_mem, pidfd_open};
+use pidfd_mem_stress::SelfMirror;
 
 fn main() {
-    let page = pidfd_mem::page_size();
-    let buf = vec![0u8; 2 * page];
-    let a = (buf.as_ptr() as usize + page - 1) & !(page - 1);
-    let me = pidfd_open(std::process::id()).unwrap();
-    let (ctl, mem) = pidfd_mem(&me, 0).unwrap();
-    ctl.map(&Grant::new(
-        RemoteAddr(a as u64),
-        MemOffset(0),
-        page as u64,
-        Prot::Read,
-    ))
-    .unwrap();
-    let m = mem.mmap(MemOffset(0), page, Prot::Read).unwrap();
+    let s = SelfMirror::new();
+    let m = &s.mirror;
     let (r, w) = rustix::pipe::pipe().unwrap();
     // SAFETY: single-threaded; the child only waits for its parent to go.
     let child = unsafe { libc::fork() };

@@ -21,27 +21,17 @@
 //! cargo xtask run --kernel .../bzImage --kdir ... -- target/release/examples/repro_register_with_mirror_lockdep
 //! ```
 
-use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem::pidfd_mem;
+use pidfd_mem_stress::SelfMirror;
 
 fn main() {
-    let page = pidfd_mem::page_size();
-    let buf = vec![0u8; 2 * page];
-    let a = (buf.as_ptr() as usize + page - 1) & !(page - 1);
-    let me = pidfd_open(std::process::id()).unwrap();
-    let (ctl, mem) = pidfd_mem(&me, 0).unwrap();
-    ctl.map(&Grant::new(
-        RemoteAddr(a as u64),
-        MemOffset(0),
-        page as u64,
-        Prot::Read,
-    ))
-    .unwrap();
-    let m = mem.mmap(MemOffset(0), page, Prot::Read).unwrap();
+    let s = SelfMirror::new();
+    let m = &s.mirror;
     println!(
         "# mirror at {:p}; OPEN again (mmu_notifier_register on an mm mapping it)",
         m.as_ptr()
     );
-    let again = pidfd_mem(&me, 0).unwrap();
+    let again = pidfd_mem(&s.pidfd, 0).unwrap();
     drop(again);
-    println!("# done; a lockdep kernel reports the cycle in mm_take_all_locks now");
+    println!("# done; the mirror mmap registered this mm first: a lockdep kernel stays quiet");
 }

@@ -24,3 +24,51 @@ pub mod sys;
 pub fn page() -> usize {
     pidfd_mem::page_size()
 }
+
+/// What the reproducers of `examples/` start from: this process opened on
+/// itself, one page of its heap granted read-only at mem offset 0, and a
+/// mirror of it. Panics on failure (reproducers only).
+pub struct SelfMirror {
+    /// The control fd.
+    pub ctl: pidfd_mem::Control,
+    /// The access fd.
+    pub mem: pidfd_mem::Access,
+    /// The mirror of the page.
+    pub mirror: pidfd_mem::Mirror,
+    /// A pidfd of this process.
+    pub pidfd: std::os::fd::OwnedFd,
+    _heap: Vec<u8>,
+}
+
+impl SelfMirror {
+    /// See [`SelfMirror`].
+    pub fn new() -> Self {
+        use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+        let p = page();
+        let heap = vec![0u8; 2 * p];
+        let a = (heap.as_ptr() as usize + p - 1) & !(p - 1);
+        let pidfd = pidfd_open(std::process::id()).expect("pidfd_open of self");
+        let (ctl, mem) = pidfd_mem(&pidfd, 0).expect("PIDFD_MEM_OPEN of self");
+        ctl.map(&Grant::new(
+            RemoteAddr(a as u64),
+            MemOffset(0),
+            p as u64,
+            Prot::Read,
+        ))
+        .expect("PIDFD_MEM_MAP");
+        let mirror = mem.mmap(MemOffset(0), p, Prot::Read).expect("mmap of mem");
+        Self {
+            ctl,
+            mem,
+            mirror,
+            pidfd,
+            _heap: heap,
+        }
+    }
+}
+
+impl Default for SelfMirror {
+    fn default() -> Self {
+        Self::new()
+    }
+}
