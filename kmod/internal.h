@@ -69,7 +69,7 @@ struct pidfd_mem_grant {
 	u64 size;
 	u32 prot;
 	bool revoked;			/* under ctx->lock */
-	bool watched;			/* @notifier was inserted */
+	bool watched;			/* @notifier was inserted; set before publication */
 };
 
 /* access.c */

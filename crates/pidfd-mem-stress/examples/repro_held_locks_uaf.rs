@@ -25,20 +25,11 @@
 use std::time::{Duration, Instant};
 
 use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem_stress::sys::mmap_anon;
 
 fn thp_split_with_grant() {
     const HUGE: usize = 2 << 20;
-    // SAFETY: a fresh private mapping.
-    let big = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            2 * HUGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    let big = mmap_anon(2 * HUGE, libc::PROT_READ | libc::PROT_WRITE, 0).unwrap();
     let a = (big as usize + HUGE - 1) & !(HUGE - 1);
     // SAFETY: our own mapping.
     unsafe {

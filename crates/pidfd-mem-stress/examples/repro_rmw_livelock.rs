@@ -22,21 +22,11 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem_stress::sys::mmap_anon;
 
 fn main() {
     let page = pidfd_mem::page_size();
-    // SAFETY: a fresh private page of our own (T is this process).
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
+    let p = mmap_anon(page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_POPULATE).unwrap();
     let (ctl, mem) = pidfd_mem(pidfd_open(std::process::id()).unwrap(), 0).unwrap();
     ctl.map(&Grant::new(
         RemoteAddr(p as u64),

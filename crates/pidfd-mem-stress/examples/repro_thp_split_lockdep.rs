@@ -22,21 +22,11 @@
 //! migration and compaction, swap-out of granted pages).
 
 use pidfd_mem::{pidfd_mem, pidfd_open, Grant, MemOffset, Prot, RemoteAddr};
+use pidfd_mem_stress::sys::mmap_anon;
 
 fn main() {
     const HUGE: usize = 2 << 20;
-    // SAFETY: a fresh private mapping at an address the kernel chooses.
-    let big = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            2 * HUGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(big, libc::MAP_FAILED);
+    let big = mmap_anon(2 * HUGE, libc::PROT_READ | libc::PROT_WRITE, 0).unwrap();
     let a = (big as usize + HUGE - 1) & !(HUGE - 1);
     // SAFETY: our own mapping; touching it makes the huge page.
     unsafe {

@@ -293,3 +293,24 @@ pub fn kernel_release() -> String {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0)`: a
+/// fresh private anonymous region at an address the kernel chooses.
+pub fn mmap_anon(len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
+    // SAFETY: a new mapping at an address the kernel chooses aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::NOMEM))
+    } else {
+        Ok(p as usize)
+    }
+}

@@ -268,22 +268,7 @@ struct Worker<'a> {
 }
 
 fn mmap_anon(len: usize, prot: i32) -> Result<usize, String> {
-    // SAFETY: a fresh private mapping at an address the kernel chooses.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        Err(format!("mmap: {}", std::io::Error::last_os_error()))
-    } else {
-        Ok(p as usize)
-    }
+    ssys::mmap_anon(len, prot, libc::MAP_NORESERVE).map_err(|e| format!("mmap: {e}"))
 }
 
 impl<'a> Worker<'a> {

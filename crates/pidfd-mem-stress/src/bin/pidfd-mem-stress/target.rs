@@ -140,22 +140,7 @@ fn mmap_fixed(addr: usize, len: usize, flags: i32, fd: i32, off: i64) -> Result<
 }
 
 fn mmap_anywhere(len: usize, prot: i32) -> Result<usize, i32> {
-    // SAFETY: a new mapping at an address the kernel chooses.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        Err(errno())
-    } else {
-        Ok(p as usize)
-    }
+    pidfd_mem_stress::sys::mmap_anon(len, prot, libc::MAP_NORESERVE).map_err(|e| e.raw_os_error())
 }
 
 fn munmap(addr: usize, len: usize) {
