@@ -2,9 +2,9 @@
 /*
  * The access fd (mem) and the state it shares with the control fd.
  *
- * mem is a file on the module's own pseudo filesystem so that it has an inode
- * of its own: the inode's i_mapping lists every mirror VMA in every mapper
- * (fork children included), which is what an invalidation or UNMAP zaps.
+ * mem is a file on the module's own pseudo filesystem, with an inode of its
+ * own; ctx->mirrors lists every mirror VMA in every mapper (fork children
+ * included), which is what an invalidation or UNMAP zaps (mirror.c).
  * Reads and writes copy from and to T with T's own protections, as
  * process_vm_readv does (contract A3).
  */
@@ -27,18 +27,6 @@
 #define PIDFD_MEM_RW_BATCH 512		/* and at most (as process_vm_readv) */
 
 struct vfsmount *pidfd_mem_mnt;
-
-/*
- * The access inodes' i_mmap_rwsem gets a lockdep class of its own. Our
- * invalidate callback takes it (to zap mirrors) inside whatever T's kernel
- * holds when it invalidates: a file's i_mmap_rwsem (truncate, hole punch) or
- * an anon_vma lock (THP split, migration, reclaim). Shared with every file's,
- * the class would make lockdep see recursion and an inversion of mm's
- * i_mmap_rwsem -> anon_vma order that cannot happen: nothing under an access
- * inode's i_mmap_rwsem takes a file's or an anon_vma lock. Its own class keeps
- * every real order involving it checked.
- */
-static struct lock_class_key pidfd_mem_i_mmap_key;
 
 static int pidfd_mem_init_fs_context(struct fs_context *fc)
 {
@@ -68,8 +56,7 @@ void pidfd_mem_fs_exit(void)
  * the one invalidation with the event MMU_NOTIFY_RELEASE. An interval
  * notifier rather than a plain mmu_notifier, because registering a plain
  * one runs mm_take_all_locks() at every OPEN, while interval notifiers
- * register once per mm, and not at all where a mirror was mapped (see
- * pidfd_mem_mirror_mmap() and DESIGN.md, known limits).
+ * register once per mm.
  */
 static bool pidfd_mem_watch_invalidate(struct mmu_interval_notifier *mni,
 				       const struct mmu_notifier_range *range,
@@ -100,6 +87,8 @@ struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm)
 	kref_init(&ctx->kref);
 	mutex_init(&ctx->ctl_lock);
 	mutex_init(&ctx->lock);
+	init_rwsem(&ctx->mirrors_lock);
+	INIT_LIST_HEAD(&ctx->mirrors);
 	init_waitqueue_head(&ctx->wq);
 	ctx->grants = RB_ROOT_CACHED;
 
@@ -108,8 +97,6 @@ struct pidfd_mem *pidfd_mem_create(struct mm_struct *mm)
 		ret = PTR_ERR(ctx->inode);
 		goto free_ctx;
 	}
-	lockdep_set_class(&ctx->inode->i_mapping->i_mmap_rwsem,
-			  &pidfd_mem_i_mmap_key);
 	/* T has users (ours): its release cannot have run yet. */
 	ret = mmu_interval_notifier_insert(&ctx->watch, mm, 0, ULONG_MAX,
 					   &pidfd_mem_watch_ops);
@@ -130,6 +117,8 @@ static void pidfd_mem_release_ctx(struct kref *kref)
 {
 	struct pidfd_mem *ctx = container_of(kref, struct pidfd_mem, kref);
 
+	/* Every mirror VMA holds the access file. */
+	WARN_ON(!list_empty(&ctx->mirrors));
 	pidfd_mem_grant_destroy_all(ctx);
 	mmu_interval_notifier_remove(&ctx->watch);
 	mmdrop(ctx->mm);

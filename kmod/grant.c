@@ -7,126 +7,22 @@
  * the notifier sequence, looks T's pages up with hmm_range_fault(), then
  * installs PTEs under ctx->lock only if no invalidation ran meanwhile; an
  * invalidation bumps the sequence under ctx->lock, then zaps every mirror PTE
- * of the range in every mapper (unmap_mapping_range on the access inode),
- * all before T's kernel may free or reuse the pages.
+ * of the range in every mapper (pidfd_mem_mirror_zap), all before T's kernel
+ * may free or reuse the pages.
  */
-#include <linux/debug_locks.h>
 #include <linux/maple_tree.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
-#include <linux/spinlock.h>
 
 #include "internal.h"
-
-/*
- * Tasks that are zapping mirror PTEs right now. Zapping a mirror runs the
- * mapper's own MMU notifiers; when the mapper is itself the target of a grant
- * (A6, or two processes mirroring each other) one of ours is called again from
- * inside the zap, for a range that lies in a mirror VMA. A mirror of a mirror
- * never holds a PTE (A7), so that nested call has nothing to drop: it returns
- * at once instead of recursing without bound.
- */
-struct pidfd_mem_zapper {
-	struct list_head node;
-	struct task_struct *task;
-};
-
-static LIST_HEAD(pidfd_mem_zappers);
-/* Protects pidfd_mem_zappers. */
-static DEFINE_SPINLOCK(pidfd_mem_zappers_lock);
-
-static bool pidfd_mem_zap_enter(struct pidfd_mem_zapper *self)
-{
-	struct pidfd_mem_zapper *z;
-	bool nested = false;
-
-	spin_lock(&pidfd_mem_zappers_lock);
-	list_for_each_entry(z, &pidfd_mem_zappers, node) {
-		if (z->task == current) {
-			nested = true;
-			break;
-		}
-	}
-	if (!nested) {
-		self->task = current;
-		list_add(&self->node, &pidfd_mem_zappers);
-	}
-	spin_unlock(&pidfd_mem_zappers_lock);
-	return !nested;
-}
-
-static void pidfd_mem_zap_exit(struct pidfd_mem_zapper *self)
-{
-	spin_lock(&pidfd_mem_zappers_lock);
-	list_del(&self->node);
-	spin_unlock(&pidfd_mem_zappers_lock);
-}
-
-#ifdef CONFIG_LOCKDEP
-/*
- * The core wraps every invalidate_range_start() in one lockdep map. Zapping a
- * mirror from inside our callback starts the mapper's invalidation, which
- * takes that map again: lockdep calls it recursion, although the two are
- * different address spaces (the seed deleted the map in its patch 3). Rather
- * than turn lockdep off, the zap steps out of the held map and back in, so
- * that every real lock inside it (i_mmap_rwsem, page table locks, the
- * mapper's notifiers) stays checked. The map is not exported: find it among
- * the locks this task holds.
- */
-static struct lockdep_map *pidfd_mem_notifier_map(void)
-{
-	int i;
-
-	/*
-	 * Once lockdep has reported something it stops recording, and
-	 * held_locks may then name locks inside objects freed since: walk it
-	 * only while lockdep is live (there is no map to step out of otherwise).
-	 */
-	if (!READ_ONCE(debug_locks))
-		return NULL;
-	for (i = current->lockdep_depth - 1; i >= 0; i--) {
-		struct lockdep_map *map = current->held_locks[i].instance;
-
-		if (map && map->name &&
-		    !strcmp(map->name, "mmu_notifier_invalidate_range_start"))
-			return map;
-	}
-	return NULL;
-}
-#else
-static struct lockdep_map *pidfd_mem_notifier_map(void)
-{
-	return NULL;
-}
-#endif
-
-/* Drop every mirror PTE of mem[offset, offset+len), in every mapper. */
-static void pidfd_mem_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
-{
-	struct pidfd_mem_zapper self;
-	struct lockdep_map *map;
-
-	if (!pidfd_mem_zap_enter(&self))
-		return;
-	map = pidfd_mem_notifier_map();
-	if (map)
-		lock_map_release(map);
-	unmap_mapping_range(ctx->inode->i_mapping, offset, len, 1);
-	if (map)
-		lock_map_acquire(map);
-	pidfd_mem_zap_exit(&self);
-}
 
 #ifdef CONFIG_PER_VMA_LOCK
 /*
  * Whether T[start, end) lies inside one mirror VMA of T. A mirror of a mirror
- * never maps anything (A7), so such a range has nothing to zap, and zapping
- * it can deadlock: since 6.4 the kernel splits a huge PMD of a VMA it splits
- * under that VMA's file i_mmap_rwsem (vma_prepare() before
- * vma_adjust_trans_huge()), so splitting a mirror in a process that is a
- * target invalidates a range inside the mirror with an access inode's
- * i_mmap_rwsem held for write, which our zap would wait on.
+ * never maps anything (A7), so such a range has nothing to zap. Since 6.4 the
+ * kernel invalidates such ranges when it splits a mirror of a process that is
+ * a target (vma_adjust_trans_huge() on the split), which is skipped here.
  *
  * The caller may hold no lock of T's: on these kernels VMAs are freed after
  * an RCU grace period, so the lookup is done under RCU, as the kernel's own
@@ -148,7 +44,7 @@ static bool pidfd_mem_range_in_mirror(struct mm_struct *mm,
 	return in;
 }
 #else
-/* Before 6.4 no invalidation runs under a VMA's i_mmap_rwsem. */
+/* Before 6.4 splitting a mirror invalidates nothing inside it. */
 static bool pidfd_mem_range_in_mirror(struct mm_struct *mm,
 				      unsigned long start, unsigned long end)
 {
@@ -166,7 +62,7 @@ static bool pidfd_mem_grant_invalidate(struct mmu_interval_notifier *mni,
 	u64 start, end;
 
 	/*
-	 * Zapping the mappers' page tables sleeps (i_mmap_rwsem). The OOM
+	 * Zapping the mappers' page tables sleeps (mirrors_lock). The OOM
 	 * reaper's non-blockable call is answered "no": it then leaves this
 	 * memory to exit_mmap(), whose blockable call comes here again.
 	 */
@@ -180,8 +76,9 @@ static bool pidfd_mem_grant_invalidate(struct mmu_interval_notifier *mni,
 	start = max_t(u64, range->start, grant->address);
 	end = min_t(u64, range->end, grant->address + grant->size);
 	if (start < end && !pidfd_mem_range_in_mirror(ctx->mm, start, end))
-		pidfd_mem_zap(ctx, grant->offset + (start - grant->address),
-			      end - start);
+		pidfd_mem_mirror_zap(ctx,
+				     grant->offset + (start - grant->address),
+				     end - start);
 	return true;
 }
 
@@ -401,7 +298,7 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 
 		/* No fault can install a PTE of a revoked grant from here on. */
 		if (n)
-			pidfd_mem_zap(ctx, offset, size);
+			pidfd_mem_mirror_zap(ctx, offset, size);
 		for (i = 0; i < n; i++)
 			pidfd_mem_grant_put(gone[i]);
 	} while (n == PIDFD_MEM_UNMAP_BATCH);

@@ -6,7 +6,8 @@
  *   device.c  /dev/pidfd_mem: PIDFD_MEM_OPEN, REMOTE_PROC_MAP, permission
  *   control.c the control fd: PIDFD_MEM_MAP / _UNMAP / _LOCK
  *   access.c  the access fd (struct pidfd_mem): read/write/poll/mmap, lifetime
- *   mirror.c  a mirror VMA: fault, pfn_mkwrite, ptrace access
+ *   mirror.c  a mirror VMA (struct pidfd_mem_mirror): fault, pfn_mkwrite,
+ *             ptrace access, and the zap that drops its PTEs
  *   grant.c   a grant: one window and its interval notifier on T's mm
  *
  * The contract is shared/spec/pidfd_mem.md; ids such as C3 refer to it.
@@ -20,15 +21,16 @@
 #include <linux/mm.h>
 #include <linux/mmu_notifier.h>
 #include <linux/mutex.h>
+#include <linux/rwsem.h>
 #include <linux/wait.h>
 
 #include <uapi/linux/pidfd_mem.h>
 
 /*
  * struct pidfd_mem - the state behind one PIDFD_MEM_OPEN (or REMOTE_PROC_MAP):
- * T's address space, its grants, and the inode whose mapping finds every
- * mirror in every mapper. The control file and the access file each hold a
- * reference; every mirror VMA holds the access file.
+ * T's address space, its grants, and every mirror of them in every mapper.
+ * The control file and the access file each hold a reference; every mirror
+ * VMA holds the access file.
  */
 struct pidfd_mem {
 	struct kref kref;
@@ -36,7 +38,7 @@ struct pidfd_mem {
 	struct mm_struct *mm;
 	/* Tells when T's address space is torn down (exit or exec, L2/L4). */
 	struct mmu_interval_notifier watch;
-	/* The access file's inode: its i_mapping lists every mirror VMA. */
+	/* The access file's inode (the module's pseudo filesystem). */
 	struct inode *inode;
 	/* Serialises MAP, UNMAP and LOCK; protects @locked. */
 	struct mutex ctl_lock;
@@ -49,6 +51,14 @@ struct pidfd_mem {
 	 */
 	struct mutex lock;
 	struct rb_root_cached grants;
+	/*
+	 * Protects @mirrors and each mirror's @start, @end, @pgoff, @watched
+	 * and @dead against the zap, which reads them under it shared. Taken
+	 * for write only under the mapper's mmap_lock, never around an
+	 * allocation or a wait on anything but its readers.
+	 */
+	struct rw_semaphore mirrors_lock;
+	struct list_head mirrors;
 	/* Set once T's address space is gone; @wq wakes pollers (A4). */
 	bool dead;
 	wait_queue_head_t wq;
@@ -70,6 +80,38 @@ struct pidfd_mem_grant {
 	u32 prot;
 	bool revoked;			/* under ctx->lock */
 	bool watched;			/* @notifier was inserted; set before publication */
+};
+
+/*
+ * struct pidfd_mem_mirror - one mirror VMA, in the mapper M that mapped it
+ * (or inherited it by fork). The zap finds mirrors here rather than through
+ * the access inode's i_mmap tree: taking that tree's i_mmap_rwsem inside T's
+ * invalidations deadlocked against mm_take_all_locks() (DESIGN.md).
+ *
+ * Without that lock, what keeps M's page tables alive while we zap them is
+ * @notifier, an interval notifier on M over the VMA: M tells it of every
+ * unmap (munmap, mremap, exit) before it frees page tables there, and the
+ * mirror then drops its PTEs itself and is marked @dead, which the zap skips.
+ * [@start, @end) is always inside the VMA's range, even while a split is
+ * moving the VMA's bounds (->open of the new part shrinks the old part's
+ * range first), and every address of the VMA is in some mirror's range.
+ */
+struct pidfd_mem_mirror {
+	struct list_head node;		/* in ctx->mirrors */
+	struct mmu_interval_notifier notifier;	/* M[start, end) at creation */
+	struct pidfd_mem *ctx;
+	struct vm_area_struct *vma;
+	struct mm_struct *mm;		/* M, the VMA's */
+	/* The mirror this one was split from, for a split that fails. */
+	struct pidfd_mem_mirror *split_from;
+	unsigned long start, end;	/* part of the VMA this mirror covers */
+	unsigned long pgoff;		/* mem page at @start */
+	/*
+	 * @notifier is inserted. A fork child's mirrors are not: they start
+	 * empty and are watched at their first fault (mirror.c).
+	 */
+	bool watched;
+	bool dead;			/* M is unmapping it: never zap it */
 };
 
 /* access.c */
@@ -99,6 +141,7 @@ struct file *pidfd_mem_control_file(struct pidfd_mem *ctx);
 #define PIDFD_MEM_HAVE_HUGE_PFNMAP
 #endif
 bool pidfd_mem_is_mirror(struct vm_area_struct *vma);
+void pidfd_mem_mirror_zap(struct pidfd_mem *ctx, u64 offset, u64 len);
 int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma);
 unsigned long pidfd_mem_mirror_get_unmapped_area(struct pidfd_mem *ctx,
 						 struct file *file,

@@ -12,12 +12,19 @@
  * write fault, which faults the page writable and dirty in T first, so that
  * the store is T's store (C2: copy-on-write broken, KSM unshared, writeback
  * sees the page dirty).
+ *
+ * Each mirror VMA has a struct pidfd_mem_mirror (vm_private_data) on its
+ * ctx's list, through which the zap finds its PTEs; see internal.h for what
+ * keeps the mapper's page tables alive meanwhile.
  */
+#include <linux/debug_locks.h>
 #include <linux/hmm.h>
 #include <linux/mman.h>
 #include <linux/moduleparam.h>
 #include <linux/pfn_t.h>
 #include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/uio.h>
 
 #include "internal.h"
@@ -40,6 +47,204 @@ enum pidfd_mem_fault {
 
 static int pidfd_mem_pte_noop(pte_t *pte, unsigned long addr, void *data)
 {
+	return 0;
+}
+
+/*
+ * Tasks that are zapping mirror PTEs right now. Zapping a mirror runs the
+ * mapper's own MMU notifiers; when the mapper is itself the target of a grant
+ * (A6, or two processes mirroring each other) one of ours is called again from
+ * inside the zap, for a range that lies in a mirror VMA. A mirror of a mirror
+ * never holds a PTE (A7), so that nested call has nothing to drop: it returns
+ * at once instead of recursing without bound.
+ */
+struct pidfd_mem_zapper {
+	struct list_head node;
+	struct task_struct *task;
+};
+
+static LIST_HEAD(pidfd_mem_zappers);
+/* Protects pidfd_mem_zappers. */
+static DEFINE_SPINLOCK(pidfd_mem_zappers_lock);
+
+static bool pidfd_mem_zap_enter(struct pidfd_mem_zapper *self)
+{
+	struct pidfd_mem_zapper *z;
+	bool nested = false;
+
+	spin_lock(&pidfd_mem_zappers_lock);
+	list_for_each_entry(z, &pidfd_mem_zappers, node) {
+		if (z->task == current) {
+			nested = true;
+			break;
+		}
+	}
+	if (!nested) {
+		self->task = current;
+		list_add(&self->node, &pidfd_mem_zappers);
+	}
+	spin_unlock(&pidfd_mem_zappers_lock);
+	return !nested;
+}
+
+static void pidfd_mem_zap_exit(struct pidfd_mem_zapper *self)
+{
+	spin_lock(&pidfd_mem_zappers_lock);
+	list_del(&self->node);
+	spin_unlock(&pidfd_mem_zappers_lock);
+}
+
+#ifdef CONFIG_LOCKDEP
+/*
+ * The core wraps every invalidate_range_start() in one lockdep map. Zapping a
+ * mirror from inside a notifier callback starts the mapper's invalidation,
+ * which takes that map again: lockdep calls it recursion, although the two are
+ * different address spaces (the seed deleted the map in its patch 3), and the
+ * mapper's invalidations that wait for zaps (mirrors_lock) would look like an
+ * inversion against the zaps' own. Rather than turn lockdep off, our callbacks
+ * step out of the held map and back in, so that every real lock inside them
+ * (mirrors_lock, page table locks, the mapper's notifiers) stays checked. The
+ * map is not exported: find it among the locks this task holds.
+ */
+static struct lockdep_map *pidfd_mem_notifier_map(void)
+{
+	int i;
+
+	/*
+	 * Once lockdep has reported something it stops recording, and
+	 * held_locks may then name locks inside objects freed since: walk it
+	 * only while lockdep is live (there is no map to step out of otherwise).
+	 */
+	if (!READ_ONCE(debug_locks))
+		return NULL;
+	for (i = current->lockdep_depth - 1; i >= 0; i--) {
+		struct lockdep_map *map = current->held_locks[i].instance;
+
+		if (map && map->name &&
+		    !strcmp(map->name, "mmu_notifier_invalidate_range_start"))
+			return map;
+	}
+	return NULL;
+}
+#else
+static struct lockdep_map *pidfd_mem_notifier_map(void)
+{
+	return NULL;
+}
+#endif
+
+/*
+ * Drop @m's PTEs that map mem[offset, offset+len). The range is inside the
+ * VMA (internal.h), as zap_vma_ptes() requires.
+ */
+static void pidfd_mem_mirror_zap_one(struct pidfd_mem_mirror *m, u64 offset,
+				     u64 len)
+{
+	u64 base = (u64)m->pgoff << PAGE_SHIFT;
+	u64 lo = max(offset, base);
+	u64 hi = min(offset + len, base + (m->end - m->start));
+
+	if (lo < hi)
+		zap_vma_ptes(m->vma, m->start + (lo - base), hi - lo);
+}
+
+/*
+ * Drop every mirror PTE of mem[offset, offset+len), in every mapper. Called
+ * from T's invalidations (under whatever T's kernel holds: file and anon_vma
+ * locks, page locks) and from UNMAP. It takes no lock of the mappers' but
+ * their page table locks: mirrors_lock keeps the mirrors it walks alive, and
+ * their page tables too (a mapper marks a mirror dead, waiting for this lock,
+ * before it frees them).
+ */
+void pidfd_mem_mirror_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
+{
+	struct pidfd_mem_zapper self;
+	struct pidfd_mem_mirror *m;
+	struct lockdep_map *map;
+
+	if (!pidfd_mem_zap_enter(&self))
+		return;
+	map = pidfd_mem_notifier_map();
+	if (map)
+		lock_map_release(map);
+	down_read(&ctx->mirrors_lock);
+	list_for_each_entry(m, &ctx->mirrors, node) {
+		if (m->watched && !m->dead)
+			pidfd_mem_mirror_zap_one(m, offset, len);
+	}
+	up_read(&ctx->mirrors_lock);
+	if (map)
+		lock_map_acquire(map);
+	pidfd_mem_zap_exit(&self);
+}
+
+/*
+ * The mapper's side: M is about to unmap M[range) (munmap, mremap, mmap over
+ * it, exit), after which it may free the page tables there. The mirror drops
+ * its PTEs in the range itself first, so that mremap moves none (a zap racing
+ * the move could miss a PTE on its way), and once the whole mirror is going,
+ * marks it dead, waiting for zaps under way. Nothing else M does frees page
+ * tables of a mirror (VM_PFNMAP keeps khugepaged away; VM_SPECIAL keeps
+ * mirrors from merging), and every other event is ignored: among them the
+ * CLEAR of our own zaps.
+ */
+static bool pidfd_mem_mirror_invalidate(struct mmu_interval_notifier *mni,
+					const struct mmu_notifier_range *range,
+					unsigned long cur_seq)
+{
+	struct pidfd_mem_mirror *m =
+		container_of(mni, struct pidfd_mem_mirror, notifier);
+	struct pidfd_mem_zapper self;
+	struct lockdep_map *map;
+	unsigned long start, end;
+
+	if (range->event != MMU_NOTIFY_UNMAP &&
+	    range->event != MMU_NOTIFY_RELEASE)
+		return true;
+	/* M holds its mmap_lock (or is exiting): the range is stable. */
+	start = max(range->start, m->start);
+	end = min(range->end, m->end);
+	if (start >= end)
+		return true;
+	/* The OOM reaper leaves VM_PFNMAP alone: never for a mirror. */
+	if (!mmu_notifier_range_blockable(range))
+		return false;
+
+	map = pidfd_mem_notifier_map();
+	if (map)
+		lock_map_release(map);
+	/* At exit, exit_mmap() zaps everything and nothing moves. */
+	if (range->event == MMU_NOTIFY_UNMAP && pidfd_mem_zap_enter(&self)) {
+		zap_vma_ptes(m->vma, start, end - start);
+		pidfd_mem_zap_exit(&self);
+	}
+	if (start == m->start && end == m->end) {
+		down_write(&m->ctx->mirrors_lock);
+		WRITE_ONCE(m->dead, true);
+		up_write(&m->ctx->mirrors_lock);
+	}
+	if (map)
+		lock_map_acquire(map);
+	return true;
+}
+
+static const struct mmu_interval_notifier_ops pidfd_mem_mirror_notifier_ops = {
+	.invalidate = pidfd_mem_mirror_invalidate,
+};
+
+/* Start watching @m: called with M's mmap_lock held for write. */
+static int pidfd_mem_mirror_watch(struct pidfd_mem_mirror *m)
+{
+	int ret;
+
+	ret = mmu_interval_notifier_insert_locked(&m->notifier, m->mm, m->start,
+						  m->end - m->start,
+						  &pidfd_mem_mirror_notifier_ops);
+	if (ret)
+		return ret;
+	down_write(&m->ctx->mirrors_lock);
+	WRITE_ONCE(m->watched, true);
+	up_write(&m->ctx->mirrors_lock);
 	return 0;
 }
 
@@ -130,6 +335,46 @@ static void pidfd_mem_release_fault_lock(struct vm_fault *vmf)
 }
 
 /*
+ * A mirror that is not watched yet (inherited by fork: the child's mm has no
+ * notifier of ours) is watched before its first PTE. Inserting a notifier
+ * needs M's mmap_lock for write: let go of the fault's lock, take it, and
+ * let the access fault again.
+ */
+static vm_fault_t pidfd_mem_mirror_watch_late(struct vm_fault *vmf)
+{
+	struct mm_struct *mm = vmf->vma->vm_mm;
+	unsigned long addr = vmf->address;
+	struct vm_area_struct *vma;
+	int ret = 0;
+
+	if (!(vmf->flags & FAULT_FLAG_ALLOW_RETRY) ||
+	    (vmf->flags & FAULT_FLAG_RETRY_NOWAIT) || !mmget_not_zero(mm))
+		return VM_FAULT_SIGBUS;
+	pidfd_mem_release_fault_lock(vmf);
+	if (mmap_write_lock_killable(mm))
+		goto put_mm;
+	vma = vma_lookup(mm, addr);
+	if (vma && pidfd_mem_is_mirror(vma)) {
+		struct pidfd_mem_mirror *m = vma->vm_private_data;
+
+		if (!m->watched)
+			ret = pidfd_mem_mirror_watch(m);
+	}
+	mmap_write_unlock(mm);
+put_mm:
+	mmput_async(mm);
+	if (ret == -ENOMEM)
+		return VM_FAULT_OOM;
+	/*
+	 * -EINTR: a signal is pending. A user access returns to deliver it and
+	 * faults again; a kernel access (copy_to_user) would only loop.
+	 */
+	if (ret && !(vmf->flags & FAULT_FLAG_USER))
+		return VM_FAULT_SIGBUS;
+	return VM_FAULT_RETRY;
+}
+
+/*
  * Install what the lookup found, under ctx->lock (the caller checked that no
  * invalidation ran since). @pfns holds T's pages for the mirror pages from
  * @start; @idx is the page that faulted.
@@ -184,7 +429,8 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
 					  enum pidfd_mem_fault kind)
 {
 	struct vm_area_struct *vma = vmf->vma;
-	struct pidfd_mem *ctx = vma->vm_file->private_data;
+	struct pidfd_mem_mirror *mirror = vma->vm_private_data;
+	struct pidfd_mem *ctx = mirror->ctx;
 	struct mm_struct *mm = ctx->mm;
 	unsigned long pfns[PIDFD_MEM_FAULT_MAX];
 	unsigned long addr = vmf->address & PAGE_MASK;
@@ -197,6 +443,29 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
 	bool self = vma->vm_mm == mm;
 	vm_fault_t ret = VM_FAULT_SIGBUS;
 	int err;
+
+	/*
+	 * The mirror's state changes only under M's mmap_lock held for write
+	 * (a fault under the per-VMA lock may see @watched turn true: fine),
+	 * or once the VMA is unreachable.
+	 */
+	if (unlikely(!READ_ONCE(mirror->watched))) {
+		if (kind == PIDFD_MEM_FAULT_PMD)
+			return VM_FAULT_FALLBACK;
+		/* An unwatched mirror has no PTE to make writable. */
+		if (kind == PIDFD_MEM_FAULT_MKWRITE)
+			return VM_FAULT_SIGBUS;
+		return pidfd_mem_mirror_watch_late(vmf);
+	}
+	/*
+	 * Marked dead by an unmap that then failed (mremap moving the pages
+	 * back): the VMA lives on, so do its page tables until M tells again.
+	 */
+	if (unlikely(READ_ONCE(mirror->dead))) {
+		down_write(&ctx->mirrors_lock);
+		WRITE_ONCE(mirror->dead, false);
+		up_write(&ctx->mirrors_lock);
+	}
 
 	grant = pidfd_mem_grant_get(ctx, off);
 	if (!grant)
@@ -399,7 +668,96 @@ static int pidfd_mem_mirror_access(struct vm_area_struct *vma,
 						    PIDFD_MEM_RW_NESTED);
 }
 
+static void pidfd_mem_mirror_add(struct pidfd_mem_mirror *m)
+{
+	down_write(&m->ctx->mirrors_lock);
+	list_add(&m->node, &m->ctx->mirrors);
+	up_write(&m->ctx->mirrors_lock);
+}
+
+/*
+ * A new VMA copied from a mirror's (vm_private_data is still @from's): the
+ * new part of a split, the destination of mremap, or a fork child's copy.
+ * None of these may fail, so neither may the allocation.
+ */
+static void pidfd_mem_mirror_open(struct vm_area_struct *vma)
+{
+	struct pidfd_mem_mirror *from = vma->vm_private_data;
+	struct pidfd_mem *ctx = from->ctx;
+	struct pidfd_mem_mirror *m;
+
+	m = kzalloc(sizeof(*m), GFP_KERNEL | __GFP_NOFAIL);
+	m->ctx = ctx;
+	m->vma = vma;
+	m->mm = vma->vm_mm;
+	m->start = vma->vm_start;
+	m->end = vma->vm_end;
+	m->pgoff = vma->vm_pgoff;
+	vma->vm_private_data = m;
+
+	if (m->mm != from->mm) {
+		/*
+		 * Fork: the child's mm has no notifier of ours, so its copy
+		 * must hold no PTE until it is watched (at its first fault).
+		 * Newer kernels call us before copying page tables and skip
+		 * the copy for VM_WIPEONFORK; 6.1 copies first, so zap it.
+		 */
+		pidfd_mem_vm_flags_set(vma, VM_WIPEONFORK, 0);
+		zap_vma_ptes(vma, m->start, m->end - m->start);
+		pidfd_mem_mirror_add(m);
+		return;
+	}
+	/* Same mm: it has our notifiers already, inserting cannot fail. */
+	WARN_ON_ONCE(from->watched && pidfd_mem_mirror_watch(m));
+
+	down_write(&ctx->mirrors_lock);
+	if (m->start >= from->start && m->end <= from->end) {
+		/*
+		 * A split: @from keeps the other part. Shrink its range now,
+		 * before the core moves the old VMA's bounds, so that it stays
+		 * inside them.
+		 */
+		if (m->start == from->start) {
+			from->pgoff += (m->end - m->start) >> PAGE_SHIFT;
+			from->start = m->end;
+		} else {
+			from->end = m->start;
+		}
+		m->split_from = from;
+	}
+	list_add(&m->node, &ctx->mirrors);
+	up_write(&ctx->mirrors_lock);
+}
+
+static void pidfd_mem_mirror_close(struct vm_area_struct *vma)
+{
+	struct pidfd_mem_mirror *m = vma->vm_private_data;
+	struct pidfd_mem_mirror *from = m->split_from;
+
+	down_write(&m->ctx->mirrors_lock);
+	list_del(&m->node);
+	/*
+	 * A split that failed after ->open (6.1's __split_vma() empties the
+	 * new VMA first): the old one keeps its whole range, give it back.
+	 */
+	if (vma->vm_start == vma->vm_end && from) {
+		if (m->end == from->start) {
+			from->start = m->start;
+			from->pgoff = m->pgoff;
+		} else if (m->start == from->end) {
+			from->end = m->end;
+		}
+	}
+	up_write(&m->ctx->mirrors_lock);
+	/* After this no callback of the notifier runs. */
+	if (m->watched)
+		mmu_interval_notifier_remove(&m->notifier);
+	kfree(m);
+}
+
 static const struct vm_operations_struct pidfd_mem_mirror_ops = {
+	.open = pidfd_mem_mirror_open,
+	.close = pidfd_mem_mirror_close,
 	.fault = pidfd_mem_mirror_fault,
 	.pfn_mkwrite = pidfd_mem_mirror_pfn_mkwrite,
 #ifdef PIDFD_MEM_HAVE_HUGE_PFNMAP
@@ -413,63 +771,12 @@ bool pidfd_mem_is_mirror(struct vm_area_struct *vma)
 	return vma->vm_ops == &pidfd_mem_mirror_ops;
 }
 
-static bool pidfd_mem_noop_invalidate(struct mmu_interval_notifier *mni,
-				      const struct mmu_notifier_range *range,
-				      unsigned long cur_seq)
-{
-	return true;
-}
-
-static const struct mmu_interval_notifier_ops pidfd_mem_noop_ops = {
-	.invalidate = pidfd_mem_noop_invalidate,
-};
-
-/* Whether @mm maps a mirror already. Called with its mmap_lock held. */
-static bool pidfd_mem_mm_has_mirror(struct mm_struct *mm)
-{
-	VMA_ITERATOR(vmi, mm, 0);
-	struct vm_area_struct *vma;
-
-	for_each_vma(vmi, vma) {
-		if (pidfd_mem_is_mirror(vma))
-			return true;
-	}
-	return false;
-}
-
-/*
- * Make sure the mapper's mm has interval notifiers registered before its
- * first mirror appears, so that no later OPEN or MAP on this mm registers
- * one: registering runs mm_take_all_locks(), which would take the access
- * inode's i_mmap_rwsem of every mirror here before files' and anon_vmas'
- * locks, the reverse of our zap (DESIGN.md, known limits). Inserting an
- * interval notifier registers them once per mm; with the mmap_lock held for
- * write, as in ->mmap, the _locked form applies. The notifier itself is
- * removed at once. Once the mm maps a mirror this is either done, or the
- * mirrors came by fork into an mm that never registered, where registering
- * now would be the very hazard: both are left alone.
- */
-static int pidfd_mem_mirror_prepare_mm(struct mm_struct *mm)
-{
-	struct mmu_interval_notifier probe = {};
-	int ret;
-
-	if (pidfd_mem_mm_has_mirror(mm))
-		return 0;
-
-	ret = mmu_interval_notifier_insert_locked(&probe, mm, 0, PAGE_SIZE,
-						  &pidfd_mem_noop_ops);
-	if (ret)
-		return ret;
-	mmu_interval_notifier_remove(&probe);
-	return 0;
-}
-
 /* mmap() of the access fd (A1). */
 int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)
 {
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u64 len = vma->vm_end - vma->vm_start;
+	struct pidfd_mem_mirror *m;
 	int ret;
 
 	if (!(vma->vm_flags & VM_SHARED))
@@ -481,11 +788,26 @@ int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)
 			return -EACCES;
 		pidfd_mem_vm_flags_set(vma, 0, VM_MAYWRITE);
 	}
-	ret = pidfd_mem_mirror_prepare_mm(vma->vm_mm);
-	if (ret)
+	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	if (!m)
+		return -ENOMEM;
+	m->ctx = ctx;
+	m->vma = vma;
+	m->mm = vma->vm_mm;
+	m->start = vma->vm_start;
+	m->end = vma->vm_end;
+	m->pgoff = vma->vm_pgoff;
+	/* The VMA is not in the mm yet; the first one registers the mm. */
+	ret = pidfd_mem_mirror_watch(m);
+	if (ret) {
+		kfree(m);
 		return ret;
+	}
+	/* VM_SPECIAL: never merged, so a mirror never grows behind our back. */
 	pidfd_mem_vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP, 0);
+	vma->vm_private_data = m;
 	vma->vm_ops = &pidfd_mem_mirror_ops;
+	pidfd_mem_mirror_add(m);
 	return 0;
 }
 

@@ -1,11 +1,12 @@
-//! Reproducer of the open bug (DESIGN.md, known limits): a fork child
-//! inherits its parent's mirror into a fresh mm on which no interval notifier
+//! Reproducer of a fixed deadlock (DESIGN.md, "Finding mirrors"): a fork
+//! child inherits its parent's mirror into a fresh mm on which no notifier
 //! was ever registered; the first OPEN over the child registers one, and
 //! `mm_take_all_locks()` then write-locks the i_mmap_rwsem of every file the
-//! child maps, the mirror's access inode among them (file -> access inode ->
-//! file in address order). A lockdep kernel reports the cycle at once; it is
-//! a real one against our zap, which takes an access inode's i_mmap_rwsem
-//! under a file's or an anon_vma's lock.
+//! child maps, the mirror's access inode among them. When the zap took an
+//! access inode's i_mmap_rwsem (under a file's or an anon_vma's lock), a
+//! lockdep kernel reported the cycle here at once. The zap now finds
+//! mirrors on its own list; the child then reads through its mirror, whose
+//! first fault starts watching it (mirror.c).
 //!
 //! ```text
 //! cargo build --release -p pidfd-mem-stress --examples
@@ -25,8 +26,10 @@ fn main() {
         drop(w);
         let mut b = [0u8; 1];
         let _ = rustix::io::read(&r, &mut b);
+        // The heap page is zeros; a fault in the mirror is SIGBUS.
+        let ok = m.read_obj::<u8>(0) == Ok(0);
         // SAFETY: leaving the child.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
     drop(r);
     println!(
@@ -35,7 +38,12 @@ fn main() {
     );
     let (_ctl, _mem) = pidfd_mem(pidfd_open(child as u32).unwrap(), 0).unwrap();
     drop(w);
+    let mut st = 0;
     // SAFETY: reaping our child.
-    unsafe { libc::waitpid(child, core::ptr::null_mut(), 0) };
-    println!("# done; a lockdep kernel reports the cycle in mm_take_all_locks now");
+    unsafe { libc::waitpid(child, &mut st, 0) };
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "the child could not read its inherited mirror (wait status {st:#x})"
+    );
+    println!("# done: the child read its inherited mirror");
 }

@@ -65,6 +65,10 @@ fn tests() -> Vec<Test> {
         ),
         Test::new("a1_mprotect_refused", a::a1_mprotect_refused),
         Test::new("a1_mremap", a::a1_mremap),
+        Test::new(
+            "a1_split_and_moved_mirror_drops_replaced_pages",
+            a::a1_split_and_moved_mirror_drops_replaced_pages,
+        ),
         Test::new("a2_faults_are_errors", a::a2_faults_are_errors),
         Test::signal("a2_hole_sigbus", a::a2_hole_sigbus, BUS),
         Test::signal("a2_ungranted_sigbus", a::a2_ungranted_sigbus, BUS),
@@ -89,6 +93,10 @@ fn tests() -> Vec<Test> {
         Test::new("a4_poll_hup_on_exit", a::a4_poll_hup_on_exit),
         Test::new("a4_poll_hup_every_open", a::a4_poll_hup_every_open),
         Test::new("a5_fork_child_coherent", a::a5_fork_child_coherent),
+        Test::new(
+            "a5_fork_child_drops_replaced_pages",
+            a::a5_fork_child_drops_replaced_pages,
+        ),
         Test::new("a6_self_mapping", a::a6_self_mapping),
         Test::new(
             "a6_split_mirror_granted_over_itself",

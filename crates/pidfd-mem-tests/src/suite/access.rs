@@ -165,6 +165,76 @@ pub fn a1_mremap() -> TestResult {
     Ok(())
 }
 
+/// A1, C3: the parts of a mirror split by munmap and moved by mremap keep
+/// dropping the pages T replaces: each part is found where it is now.
+pub fn a1_split_and_moved_mirror_drops_replaced_pages() -> TestResult {
+    let s = Setup::new(4)?;
+    let p = page();
+    let mut m =
+        RawMap::new(&s.mem, 0, 4 * p, ProtFlags::READ, MapFlags::SHARED).ctx("mmap 4 pages")?;
+    for i in 0..4 {
+        expect_eq!(m.read(i * p), (i + 1) as u8, "page {i} before the split");
+    }
+    // SAFETY: the second page of our own mapping.
+    unsafe { rustix::mm::munmap(m.ptr.add(p).cast(), p) }.ctx("A1: munmap page 1")?;
+    let dest = RawMap::new(&s.mem, 0, 2 * p, ProtFlags::READ, MapFlags::SHARED).ctx("reserve")?;
+    let (dptr, dlen) = (dest.ptr, dest.len);
+    core::mem::forget(dest);
+    // SAFETY: moving the last two pages of our mapping onto our reserved range.
+    let r = unsafe {
+        rustix::mm::mremap_fixed(
+            m.ptr.add(2 * p).cast(),
+            2 * p,
+            2 * p,
+            MremapFlags::MAYMOVE,
+            dptr.cast(),
+        )
+    };
+    // From here `m` is page 0 only.
+    m.len = p;
+    let moved = match r {
+        Ok(np) => RawMap {
+            ptr: np.cast(),
+            len: 2 * p,
+        },
+        Err(e) => {
+            // SAFETY: unmapping the reserved range we own.
+            let _ = unsafe { rustix::mm::munmap(dptr.cast(), dlen) };
+            fail!(
+                "A1: mremap of part of a mirror: {}",
+                pidfd_mem::ErrnoName(e)
+            );
+        }
+    };
+    expect_eq!(moved.read(0), 3, "A1: moved part, page 2");
+    for round in 0..3u8 {
+        // T's fork keeps the old pages alive with their old bytes, so that
+        // a PTE left to them reads them; one DONTNEED over all four pages
+        // is one invalidation across every part of the mirror.
+        let _keeper = s.t.fork()?;
+        s.t.madvise(s.addr, 4 * p, libc::MADV_DONTNEED)?;
+        for i in [0usize, 2, 3] {
+            s.t.fill(s.addr + (i * p) as u64, p, 0x40 + 0x10 * round + i as u8)?;
+        }
+        expect_eq!(
+            m.read(0),
+            0x40 + 0x10 * round,
+            "C3: split-off page 0 after T replaced it (round {round})"
+        );
+        expect_eq!(
+            moved.read(0),
+            0x42 + 0x10 * round,
+            "C3: moved page 2 after T replaced it (round {round})"
+        );
+        expect_eq!(
+            moved.read(p),
+            0x43 + 0x10 * round,
+            "C3: moved page 3 after T replaced it (round {round})"
+        );
+    }
+    Ok(())
+}
+
 /// A2: where the offset has no grant, or T maps nothing, or maps it
 /// PROT_NONE, or read-only for a write, the mirror access is SIGBUS
 /// (caught as MirrorError::Fault); mmap itself succeeds (fault time).
@@ -743,6 +813,63 @@ pub fn a5_fork_child_coherent() -> TestResult {
             0x5000 + i,
             "A5: the parent's mirror sees the child's store #{i}"
         );
+    }
+    drop(to_child_w);
+    let mut st = 0;
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    expect_eq!(
+        (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
+        (true, 0),
+        "fork child's exit"
+    );
+    Ok(())
+}
+
+/// A5, C4: a fork child's inherited mirror never shows a page T replaced
+/// (copy-on-write): not one the parent had mapped before the fork, nor one
+/// the child faulted in itself.
+pub fn a5_fork_child_drops_replaced_pages() -> TestResult {
+    let s = Setup::new(1)?;
+    let p = page();
+    let m = RawMap::new(&s.mem, 0, p, ProtFlags::READ, MapFlags::SHARED).ctx("mmap")?;
+    expect_eq!(m.read(0), 1, "mapped in the parent before fork");
+    let (to_child_r, to_child_w) = rustix::pipe::pipe()?;
+    let (to_parent_r, to_parent_w) = rustix::pipe::pipe()?;
+    // SAFETY: tests are single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Child: on each byte from the parent, report the mirror's first
+        // byte (a SIGBUS kills it, which the parent sees). Exits on EOF.
+        drop(to_child_w);
+        drop(to_parent_r);
+        loop {
+            let mut b = [0u8; 1];
+            if rustix::io::read(&to_child_r, &mut b) != Ok(1) {
+                // SAFETY: ending the helper.
+                unsafe { libc::_exit(0) };
+            }
+            let _ = rustix::io::write(&to_parent_w, &[m.read(0)]);
+        }
+    }
+    drop(to_child_r);
+    drop(to_parent_w);
+    for round in 0..4u8 {
+        // T's fork keeps the old page alive with its old bytes, so that a
+        // PTE left to it reads them: a freed page could come back as T's
+        // new one and hide it.
+        let _keeper = s.t.fork()?;
+        s.t.fill(s.addr, p, 0x60 + round)?;
+        rustix::io::write(&to_child_w, b"x").ctx("to child")?;
+        let mut v = [0u8; 1];
+        let n = rustix::io::read(&to_parent_r, &mut v).ctx("from child")?;
+        expect_eq!(n, 1, "the child answered (round {round})");
+        expect_eq!(
+            v[0],
+            0x60 + round,
+            "C4: the fork child reads T's new page (round {round})"
+        );
+        expect_eq!(m.read(0), 0x60 + round, "C4: and so does the parent");
     }
     drop(to_child_w);
     let mut st = 0;

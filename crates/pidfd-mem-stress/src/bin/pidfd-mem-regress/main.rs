@@ -60,9 +60,7 @@ const CASES: &[Case] = &[
         name: "repro_fork_child_register_lockdep",
         args: &[],
         limit: Duration::from_secs(60),
-        open_bug: Some(
-            "open bug: OPEN of a fork child of a mapper registers a notifier on an mm with mirrors (issue 5, DESIGN.md)",
-        ),
+        open_bug: None,
     },
 ];
 
