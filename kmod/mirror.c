@@ -668,6 +668,24 @@ static int pidfd_mem_mirror_access(struct vm_area_struct *vma,
 						    PIDFD_MEM_RW_NESTED);
 }
 
+/* A mirror of all of @vma, not listed, not watched. */
+static struct pidfd_mem_mirror *pidfd_mem_mirror_new(struct pidfd_mem *ctx,
+						     struct vm_area_struct *vma,
+						     gfp_t gfp)
+{
+	struct pidfd_mem_mirror *m = kzalloc(sizeof(*m), gfp);
+
+	if (!m)
+		return NULL;
+	m->ctx = ctx;
+	m->vma = vma;
+	m->mm = vma->vm_mm;
+	m->start = vma->vm_start;
+	m->end = vma->vm_end;
+	m->pgoff = vma->vm_pgoff;
+	return m;
+}
+
 static void pidfd_mem_mirror_add(struct pidfd_mem_mirror *m)
 {
 	down_write(&m->ctx->mirrors_lock);
@@ -686,13 +704,7 @@ static void pidfd_mem_mirror_open(struct vm_area_struct *vma)
 	struct pidfd_mem *ctx = from->ctx;
 	struct pidfd_mem_mirror *m;
 
-	m = kzalloc(sizeof(*m), GFP_KERNEL | __GFP_NOFAIL);
-	m->ctx = ctx;
-	m->vma = vma;
-	m->mm = vma->vm_mm;
-	m->start = vma->vm_start;
-	m->end = vma->vm_end;
-	m->pgoff = vma->vm_pgoff;
+	m = pidfd_mem_mirror_new(ctx, vma, GFP_KERNEL | __GFP_NOFAIL);
 	vma->vm_private_data = m;
 
 	if (m->mm != from->mm) {
@@ -788,15 +800,9 @@ int pidfd_mem_mirror_mmap(struct pidfd_mem *ctx, struct vm_area_struct *vma)
 			return -EACCES;
 		pidfd_mem_vm_flags_set(vma, 0, VM_MAYWRITE);
 	}
-	m = kzalloc(sizeof(*m), GFP_KERNEL);
+	m = pidfd_mem_mirror_new(ctx, vma, GFP_KERNEL);
 	if (!m)
 		return -ENOMEM;
-	m->ctx = ctx;
-	m->vma = vma;
-	m->mm = vma->vm_mm;
-	m->start = vma->vm_start;
-	m->end = vma->vm_end;
-	m->pgoff = vma->vm_pgoff;
 	/* The VMA is not in the mm yet; the first one registers the mm. */
 	ret = pidfd_mem_mirror_watch(m);
 	if (ret) {

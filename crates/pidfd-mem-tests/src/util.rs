@@ -657,6 +657,31 @@ impl Drop for RawMap {
     }
 }
 
+/// Moves the `len` bytes of a mirror at `from` with mremap onto a range
+/// first reserved by mapping `mem` there; the new address. On failure the
+/// reservation is gone and the mirror stays where it was.
+pub fn mremap_onto_reserved(mem: impl AsFd, from: *mut u8, len: usize) -> Result<*mut u8, Errno> {
+    let dest = RawMap::new(mem, 0, len, ProtFlags::READ, MapFlags::SHARED)?;
+    let (dptr, dlen) = (dest.ptr, dest.len);
+    core::mem::forget(dest);
+    // SAFETY: the caller's mapping moves onto the range reserved above,
+    // which nothing else uses.
+    let r = unsafe {
+        rustix::mm::mremap_fixed(
+            from.cast(),
+            len,
+            len,
+            rustix::mm::MremapFlags::MAYMOVE,
+            dptr.cast(),
+        )
+    };
+    if r.is_err() {
+        // SAFETY: unmapping the reserved range we own.
+        let _ = unsafe { rustix::mm::munmap(dptr.cast(), dlen) };
+    }
+    r.map(|p| p.cast())
+}
+
 /// Whether `fd` has FD_CLOEXEC.
 pub fn is_cloexec(fd: impl AsFd) -> bool {
     rustix::io::fcntl_getfd(fd).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC))

@@ -120,32 +120,15 @@ pub fn a1_mremap() -> TestResult {
         fail!("A1: mremap grew a mirror in place; it must be refused");
     }
     // Move: reserve a destination, then mremap there.
-    let dest = RawMap::new(&s.mem, 0, 2 * p, ProtFlags::READ, MapFlags::SHARED).ctx("reserve")?;
-    let (dptr, dlen) = (dest.ptr, dest.len);
-    core::mem::forget(dest);
-    // SAFETY: moving our own mapping onto our own reserved range.
-    let r = unsafe {
-        rustix::mm::mremap_fixed(
-            m.ptr.cast(),
-            m.len,
-            2 * p,
-            MremapFlags::MAYMOVE,
-            dptr.cast(),
-        )
-    };
-    match r {
+    match mremap_onto_reserved(&s.mem, m.ptr, 2 * p) {
         Ok(np) => {
-            m.ptr = np.cast();
+            m.ptr = np;
             m.len = 2 * p;
         }
-        Err(e) => {
-            // SAFETY: unmapping the reserved range we own.
-            let _ = unsafe { rustix::mm::munmap(dptr.cast(), dlen) };
-            fail!(
-                "A1: moving a mirror with mremap must work, seen {}",
-                pidfd_mem::ErrnoName(e)
-            );
-        }
+        Err(e) => fail!(
+            "A1: moving a mirror with mremap must work, seen {}",
+            pidfd_mem::ErrnoName(e)
+        ),
     }
     expect_eq!(m.read(0), 1, "A1: moved mirror, page 0");
     expect_eq!(m.read(p), 2, "A1: moved mirror, page 1");
@@ -177,34 +160,16 @@ pub fn a1_split_and_moved_mirror_drops_replaced_pages() -> TestResult {
     }
     // SAFETY: the second page of our own mapping.
     unsafe { rustix::mm::munmap(m.ptr.add(p).cast(), p) }.ctx("A1: munmap page 1")?;
-    let dest = RawMap::new(&s.mem, 0, 2 * p, ProtFlags::READ, MapFlags::SHARED).ctx("reserve")?;
-    let (dptr, dlen) = (dest.ptr, dest.len);
-    core::mem::forget(dest);
-    // SAFETY: moving the last two pages of our mapping onto our reserved range.
-    let r = unsafe {
-        rustix::mm::mremap_fixed(
-            m.ptr.add(2 * p).cast(),
-            2 * p,
-            2 * p,
-            MremapFlags::MAYMOVE,
-            dptr.cast(),
-        )
-    };
+    // SAFETY: still inside our mapping (its last two pages).
+    let r = mremap_onto_reserved(&s.mem, unsafe { m.ptr.add(2 * p) }, 2 * p);
     // From here `m` is page 0 only.
     m.len = p;
     let moved = match r {
-        Ok(np) => RawMap {
-            ptr: np.cast(),
-            len: 2 * p,
-        },
-        Err(e) => {
-            // SAFETY: unmapping the reserved range we own.
-            let _ = unsafe { rustix::mm::munmap(dptr.cast(), dlen) };
-            fail!(
-                "A1: mremap of part of a mirror: {}",
-                pidfd_mem::ErrnoName(e)
-            );
-        }
+        Ok(ptr) => RawMap { ptr, len: 2 * p },
+        Err(e) => fail!(
+            "A1: mremap of part of a mirror: {}",
+            pidfd_mem::ErrnoName(e)
+        ),
     };
     expect_eq!(moved.read(0), 3, "A1: moved part, page 2");
     for round in 0..3u8 {
