@@ -144,8 +144,18 @@ static void pidfd_mem_mirror_zap_one(struct pidfd_mem_mirror *m, u64 offset,
 	u64 lo = max(offset, base);
 	u64 hi = min(offset + len, base + (m->end - m->start));
 
-	if (lo < hi)
-		zap_vma_ptes(m->vma, m->start + (lo - base), hi - lo);
+	if (lo >= hi)
+		return;
+	zap_vma_ptes(m->vma, m->start + (lo - base), hi - lo);
+	/*
+	 * A split that fails after ->open (6.1) empties the new VMA, then
+	 * closes it: meanwhile its range is the old VMA's again, which the
+	 * failing split keeps alive (it holds M's mmap_lock).
+	 */
+	if (unlikely(READ_ONCE(m->vma->vm_start) == READ_ONCE(m->vma->vm_end)) &&
+	    m->split_from)
+		zap_vma_ptes(m->split_from->vma, m->start + (lo - base),
+			     hi - lo);
 }
 
 /*
@@ -180,7 +190,7 @@ void pidfd_mem_mirror_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
 
 /*
  * The mapper's side: M is about to unmap M[range) (munmap, mremap, mmap over
- * it, exit), after which it may free the page tables there. The mirror drops
+ * it, exit's unmap_vmas()), after which it may free the page tables there. The mirror drops
  * its PTEs in the range itself first, so that mremap moves none (a zap racing
  * the move could miss a PTE on its way), and once the whole mirror is going,
  * marks it dead, waiting for zaps under way. Nothing else M does frees page
@@ -198,8 +208,11 @@ static bool pidfd_mem_mirror_invalidate(struct mmu_interval_notifier *mni,
 	struct lockdep_map *map;
 	unsigned long start, end;
 
-	if (range->event != MMU_NOTIFY_UNMAP &&
-	    range->event != MMU_NOTIFY_RELEASE)
+	/*
+	 * MMU_NOTIFY_RELEASE at exit comes before exit_mmap()'s unmap, whose
+	 * UNMAP comes here before page tables go; until then zaps go on.
+	 */
+	if (range->event != MMU_NOTIFY_UNMAP)
 		return true;
 	/* M holds its mmap_lock (or is exiting): the range is stable. */
 	start = max(range->start, m->start);
@@ -213,8 +226,7 @@ static bool pidfd_mem_mirror_invalidate(struct mmu_interval_notifier *mni,
 	map = pidfd_mem_notifier_map();
 	if (map)
 		lock_map_release(map);
-	/* At exit, exit_mmap() zaps everything and nothing moves. */
-	if (range->event == MMU_NOTIFY_UNMAP && pidfd_mem_zap_enter(&self)) {
+	if (pidfd_mem_zap_enter(&self)) {
 		zap_vma_ptes(m->vma, start, end - start);
 		pidfd_mem_zap_exit(&self);
 	}
@@ -242,6 +254,13 @@ static int pidfd_mem_mirror_watch(struct pidfd_mem_mirror *m)
 						  &pidfd_mem_mirror_notifier_ops);
 	if (ret)
 		return ret;
+	/*
+	 * Inserted during an invalidation of M, the notifier waits on a
+	 * deferred list until M has none running, and would miss an unmap
+	 * meanwhile: wait until it is in place. M's invalidations never wait
+	 * for its mmap_lock.
+	 */
+	mmu_interval_read_begin(&m->notifier);
 	down_write(&m->ctx->mirrors_lock);
 	WRITE_ONCE(m->watched, true);
 	up_write(&m->ctx->mirrors_lock);
@@ -445,9 +464,9 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
 	int err;
 
 	/*
-	 * The mirror's state changes only under M's mmap_lock held for write
-	 * (a fault under the per-VMA lock may see @watched turn true: fine),
-	 * or once the VMA is unreachable.
+	 * The mirror's state changes only under M's mmap_lock held for write,
+	 * or once the VMA is unreachable (the core runs ->fault of a VMA
+	 * without ->map_pages under the mmap_lock, never the per-VMA lock).
 	 */
 	if (unlikely(!READ_ONCE(mirror->watched))) {
 		if (kind == PIDFD_MEM_FAULT_PMD)
