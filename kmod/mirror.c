@@ -190,10 +190,10 @@ void pidfd_mem_mirror_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
 
 /*
  * The mapper's side: M is about to unmap M[range) (munmap, mremap, mmap over
- * it, exit's unmap_vmas()), after which it may free the page tables there. The mirror drops
- * its PTEs in the range itself first, so that mremap moves none (a zap racing
- * the move could miss a PTE on its way), and once the whole mirror is going,
- * marks it dead, waiting for zaps under way. Nothing else M does frees page
+ * it, exit's unmap_vmas()), after which it may free the page tables there.
+ * The mirror drops its PTEs in the range itself first, so that mremap moves
+ * none (a zap racing the move could miss a PTE on its way), and once the
+ * whole mirror is going, marks it dead, waiting for zaps under way. Nothing else M does frees page
  * tables of a mirror (VM_PFNMAP keeps khugepaged away; VM_SPECIAL keeps
  * mirrors from merging), and every other event is ignored: among them the
  * CLEAR of our own zaps.
