@@ -577,6 +577,59 @@ pub fn in_child(f: impl FnOnce() -> i32) -> Result<i32, Failure> {
     })
 }
 
+/// A forked child that answers the parent: for each request it runs
+/// `answer` and writes back the bytes that returns; it exits 0 once the
+/// parent closes its side (A5 tests: the child sees the parent's mirrors).
+pub struct Responder {
+    pid: i32,
+    to_child: OwnedFd,
+    from_child: OwnedFd,
+}
+
+impl Responder {
+    /// Forks the child. Tests are single-threaded, so it may do anything.
+    pub fn spawn(mut answer: impl FnMut() -> Vec<u8>) -> Result<Self, Failure> {
+        let (to_child_r, to_child_w) = rustix::pipe::pipe().ctx("pipe")?;
+        let (from_child_r, from_child_w) = rustix::pipe::pipe().ctx("pipe")?;
+        // SAFETY: tests are single-threaded.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Failure::Fail("fork failed".into()));
+        }
+        if pid == 0 {
+            drop(to_child_w);
+            drop(from_child_r);
+            let mut b = [0u8; 1];
+            while rustix::io::read(&to_child_r, &mut b) == Ok(1) {
+                let _ = rustix::io::write(&from_child_w, &answer());
+            }
+            // SAFETY: ending the helper child.
+            unsafe { libc::_exit(0) };
+        }
+        Ok(Self {
+            pid,
+            to_child: to_child_w,
+            from_child: from_child_r,
+        })
+    }
+
+    /// One request; the answer's bytes go to `buf`; how many came.
+    pub fn ask(&self, buf: &mut [u8]) -> Result<usize, Failure> {
+        rustix::io::write(&self.to_child, b"x").ctx("to child")?;
+        rustix::io::read(&self.from_child, buf).ctx("from child")
+    }
+
+    /// Closes the requests and reaps the child: (exited normally, status).
+    pub fn finish(self) -> (bool, i32) {
+        let Self { pid, to_child, .. } = self;
+        drop(to_child);
+        let mut st = 0;
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        (libc::WIFEXITED(st), libc::WEXITSTATUS(st))
+    }
+}
+
 /// A raw `mmap` of a mem fd, unmapped on drop (for A1 tests that need
 /// flags the library does not make, and for deliberately unguarded access).
 pub struct RawMap {

@@ -735,33 +735,19 @@ pub fn a5_fork_child_coherent() -> TestResult {
     let s = Setup::new(1)?;
     let m = s.mem.mmap(MemOffset(0), page(), Prot::ReadWrite)?;
     expect_eq!(m.read_obj::<u8>(0)?, 1, "populated before fork");
-    let (to_child_r, to_child_w) = rustix::pipe::pipe()?;
-    let (to_parent_r, to_parent_w) = rustix::pipe::pipe()?;
-    // SAFETY: tests are single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // Child: on each byte from the parent, report the mirror's u64 at 0,
-        // then store 0x5000+n at 8. Exits on EOF.
-        drop(to_child_w);
-        drop(to_parent_r);
-        let mut n = 0u64;
-        loop {
-            let mut b = [0u8; 1];
-            if rustix::io::read(&to_child_r, &mut b) != Ok(1) {
-                // SAFETY: ending the helper.
-                unsafe { libc::_exit(0) };
-            }
-            let v = m.read_obj::<u64>(0).unwrap_or(u64::MAX);
-            let _ = m.write_obj(8, 0x5000 + n);
-            n += 1;
-            let _ = rustix::io::write(&to_parent_w, &v.to_ne_bytes());
-        }
-    }
+    // Child: on each request, report the mirror's u64 at 0, then store
+    // 0x5000+n at 8.
+    let mut n = 0u64;
+    let child = Responder::spawn(|| {
+        let v = m.read_obj::<u64>(0).unwrap_or(u64::MAX);
+        let _ = m.write_obj(8, 0x5000 + n);
+        n += 1;
+        v.to_ne_bytes().to_vec()
+    })?;
     for i in 0..20u64 {
         s.t.store64(s.addr, 0x100 + i)?;
-        rustix::io::write(&to_child_w, b"x").ctx("to child")?;
         let mut v = [0u8; 8];
-        let n = rustix::io::read(&to_parent_r, &mut v).ctx("from child")?;
+        let n = child.ask(&mut v)?;
         expect_eq!(n, 8, "reply size");
         expect_eq!(
             u64::from_ne_bytes(v),
@@ -779,15 +765,7 @@ pub fn a5_fork_child_coherent() -> TestResult {
             "A5: the parent's mirror sees the child's store #{i}"
         );
     }
-    drop(to_child_w);
-    let mut st = 0;
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    expect_eq!(
-        (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
-        (true, 0),
-        "fork child's exit"
-    );
+    expect_eq!(child.finish(), (true, 0), "fork child's exit");
     Ok(())
 }
 
@@ -799,35 +777,17 @@ pub fn a5_fork_child_drops_replaced_pages() -> TestResult {
     let p = page();
     let m = RawMap::new(&s.mem, 0, p, ProtFlags::READ, MapFlags::SHARED).ctx("mmap")?;
     expect_eq!(m.read(0), 1, "mapped in the parent before fork");
-    let (to_child_r, to_child_w) = rustix::pipe::pipe()?;
-    let (to_parent_r, to_parent_w) = rustix::pipe::pipe()?;
-    // SAFETY: tests are single-threaded.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // Child: on each byte from the parent, report the mirror's first
-        // byte (a SIGBUS kills it, which the parent sees). Exits on EOF.
-        drop(to_child_w);
-        drop(to_parent_r);
-        loop {
-            let mut b = [0u8; 1];
-            if rustix::io::read(&to_child_r, &mut b) != Ok(1) {
-                // SAFETY: ending the helper.
-                unsafe { libc::_exit(0) };
-            }
-            let _ = rustix::io::write(&to_parent_w, &[m.read(0)]);
-        }
-    }
-    drop(to_child_r);
-    drop(to_parent_w);
+    // Child: on each request, report the mirror's first byte (a SIGBUS
+    // kills it, which the parent sees).
+    let child = Responder::spawn(|| vec![m.read(0)])?;
     for round in 0..4u8 {
         // T's fork keeps the old page alive with its old bytes, so that a
         // PTE left to it reads them: a freed page could come back as T's
         // new one and hide it.
         let _keeper = s.t.fork()?;
         s.t.fill(s.addr, p, 0x60 + round)?;
-        rustix::io::write(&to_child_w, b"x").ctx("to child")?;
         let mut v = [0u8; 1];
-        let n = rustix::io::read(&to_parent_r, &mut v).ctx("from child")?;
+        let n = child.ask(&mut v)?;
         expect_eq!(n, 1, "the child answered (round {round})");
         expect_eq!(
             v[0],
@@ -836,15 +796,7 @@ pub fn a5_fork_child_drops_replaced_pages() -> TestResult {
         );
         expect_eq!(m.read(0), 0x60 + round, "C4: and so does the parent");
     }
-    drop(to_child_w);
-    let mut st = 0;
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    expect_eq!(
-        (libc::WIFEXITED(st), libc::WEXITSTATUS(st)),
-        (true, 0),
-        "fork child's exit"
-    );
+    expect_eq!(child.finish(), (true, 0), "fork child's exit");
     Ok(())
 }
 
