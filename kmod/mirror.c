@@ -286,10 +286,21 @@ static int pidfd_mem_fill_pte(pte_t *pte, unsigned long addr, void *data)
 	struct pidfd_mem_fill *fill = data;
 	unsigned long i = (addr - fill->start) >> PAGE_SHIFT;
 	unsigned long hpfn = fill->pfns[i];
+	pte_t old = ptep_get(pte);
 
-	if (!(hpfn & HMM_PFN_VALID) || (hpfn & HMM_PFN_ERROR) ||
-	    !pte_none(ptep_get(pte)))
+	if (!(hpfn & HMM_PFN_VALID) || (hpfn & HMM_PFN_ERROR))
 		return 0;
+	if (!pte_none(old)) {
+		/*
+		 * The lookup is what T maps now: no invalidation ran since,
+		 * and T cannot change its PTE before our callback, which
+		 * waits for ctx->lock. A PTE of another page is one that a
+		 * zap missed, and T may have freed that page.
+		 */
+		VM_WARN_ON_ONCE(pte_present(old) &&
+				pte_pfn(old) != (hpfn & ~HMM_PFN_FLAGS));
+		return 0;
+	}
 	set_pte_at(fill->mm, addr, pte,
 		   pte_mkspecial(pfn_pte(hpfn & ~HMM_PFN_FLAGS,
 					 i == fill->write ? fill->rw : fill->ro)));
@@ -485,6 +496,11 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
 		WRITE_ONCE(mirror->dead, false);
 		up_write(&ctx->mirrors_lock);
 	}
+
+	/* With M's mmap_lock held, no split is half done (internal.h). */
+	VM_WARN_ON_ONCE(mirror->start != vma->vm_start ||
+			mirror->end != vma->vm_end ||
+			mirror->pgoff != vma->vm_pgoff);
 
 	grant = pidfd_mem_grant_get(ctx, off);
 	if (!grant)
