@@ -314,3 +314,24 @@ pub fn mmap_anon(len: usize, prot: i32, flags: i32) -> Result<usize, Errno> {
         Ok(p as usize)
     }
 }
+
+/// Flushes this process's whole TLB on every CPU that runs it: `mprotect`s
+/// a populated 64-page region of its own read-only and back (more pages
+/// than x86 flushes one by one, so the kernel flushes the whole mm). Used to
+/// tell a stale translation from a stale page table entry.
+pub fn flush_own_tlb() -> Result<(), Errno> {
+    const PAGES: usize = 64;
+    static REGION: std::sync::OnceLock<Result<usize, Errno>> = std::sync::OnceLock::new();
+    let len = PAGES * crate::page();
+    let addr = (*REGION.get_or_init(|| {
+        let a = mmap_anon(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_POPULATE)?;
+        Ok(a)
+    }))?;
+    for prot in [libc::PROT_READ, libc::PROT_READ | libc::PROT_WRITE] {
+        // SAFETY: our own private region, never handed out.
+        if unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) } != 0 {
+            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::INVAL));
+        }
+    }
+    Ok(())
+}

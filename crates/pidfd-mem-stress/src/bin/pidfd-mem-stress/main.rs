@@ -70,6 +70,10 @@ struct Args {
     /// lockdep kernel.
     #[arg(long)]
     lockdep_safe: bool,
+    /// Run the whole time even after a failure (to see what else goes wrong,
+    /// e.g. the module's debug checks); by default the run stops at once.
+    #[arg(long)]
+    keep_going: bool,
 }
 
 struct Child {
@@ -381,7 +385,7 @@ impl Supervisor<'_> {
                         sh.inc(C::TKilled);
                     }
                 }
-                if sh.failures() > 0 {
+                if sh.failures() > 0 && !self.args.keep_going {
                     println!("# stopping early: a failure was recorded");
                     break;
                 }

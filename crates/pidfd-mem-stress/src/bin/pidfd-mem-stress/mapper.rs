@@ -427,12 +427,13 @@ impl<'a> Sess<'a> {
                             zeros += 1;
                         }
                         if let Err(why) = judge_atomic(v, at, b, a, |m| self.wstarted(m)) {
+                            let again = recheck(&mi.m, j * p + word * 8);
                             self.report_bad(
                                 "atomic load",
                                 at,
                                 v,
                                 (b, a),
-                                why,
+                                &format!("{why}; {again}"),
                                 mi.m.mem_offset().0 + (j * p + word * 8) as u64,
                             );
                         }
@@ -476,12 +477,13 @@ impl<'a> Sess<'a> {
                         word: word_abs % wpp,
                     };
                     if let Err(why) = judge_torn(v, at, b, a, |m| self.wstarted(m)) {
+                        let again = recheck(&mi.m, off + k * 8);
                         self.report_bad(
                             "byte copy",
                             at,
                             v,
                             (b, a),
-                            why,
+                            &format!("{why}; {again}"),
                             mi.m.mem_offset().0 + (off + k * 8) as u64,
                         );
                         break;
@@ -953,4 +955,20 @@ impl<'a> Sess<'a> {
         self.sh.add(C::MForkChildLoads, loads);
         self.sh.add(C::MForkChildFaults, faults);
     }
+}
+
+/// What the mirror word at byte `off` reads now, and again after a full TLB
+/// flush of this process: a value that only the flush changes was a stale
+/// translation; one that survives it, a stale mirror PTE.
+fn recheck(m: &Mirror, off: usize) -> String {
+    let show = |r: Result<u64, MirrorError>| match r {
+        Ok(v) => format!("{v:#018x}"),
+        Err(e) => format!("({e})"),
+    };
+    let now = show(m.load_u64(off & !7, SeqCst));
+    let flushed = match sys::flush_own_tlb() {
+        Ok(()) => show(m.load_u64(off & !7, SeqCst)),
+        Err(e) => format!("no flush ({e})"),
+    };
+    format!("re-read {now}, after a full TLB flush {flushed}")
 }
