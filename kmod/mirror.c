@@ -624,8 +624,12 @@ static vm_fault_t pidfd_mem_mirror_handle(struct vm_fault *vmf,
 	}
 
 	mutex_lock(&ctx->lock);
+	/*
+	 * UNMAP revoked the grant meanwhile, maybe only to split it: let the
+	 * access fault again, and find what grants the offset now (A2, U1).
+	 */
 	if (grant->revoked) {
-		ret = VM_FAULT_SIGBUS;
+		ret = VM_FAULT_NOPAGE;
 		goto unlock_ctx;
 	}
 	/* An invalidation ran since the lookup: let the access fault again. */

@@ -141,6 +141,10 @@ fn tests() -> Vec<Test> {
         ),
         Test::new("p3_unmap_races_faults", r::p3_unmap_races_faults),
         Test::new(
+            "u1_split_grant_faults_never_sigbus",
+            r::u1_split_grant_faults_never_sigbus,
+        ),
+        Test::new(
             "p1_unpriv_cannot_open_other_users",
             s::p1_unpriv_cannot_open_other_users,
         ),

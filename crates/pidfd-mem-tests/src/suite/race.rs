@@ -370,6 +370,92 @@ pub fn p3_unmap_races_faults() -> TestResult {
     Ok(())
 }
 
+/// U1, A2: an UNMAP that splits a grant leaves the rest of it granted, and a
+/// fault there that raced the split must not raise SIGBUS. A reader faults
+/// page 0 again and again (a fresh mirror each time) while UNMAP cuts the
+/// grant that holds page 0 smaller and smaller (splitting it each time), and
+/// only page 0's own reset counts as a hole.
+pub fn u1_split_grant_faults_never_sigbus() -> TestResult {
+    const PAGES: usize = 64;
+    let s = Setup::new(PAGES)?;
+    let p = page();
+    // Even: page 0 granted throughout; odd: being reset (UNMAP of page 0).
+    let epoch = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mem = Arc::new(s.mem);
+    let reader = {
+        let (mem, epoch, stop) = (mem.clone(), epoch.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<(u64, u64), Failure> {
+            let (mut reads, mut holes) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let m = mem.mmap(MemOffset(0), p, Prot::Read)?;
+                let e0 = epoch.load(Ordering::SeqCst);
+                let r = m.load_u64(0, Ordering::SeqCst);
+                let e1 = epoch.load(Ordering::SeqCst);
+                match r {
+                    Ok(v) => {
+                        reads += 1;
+                        ensure!(
+                            v & 0xff == 1,
+                            "U1: page 0 read {v:#x}, expected its pattern"
+                        );
+                    }
+                    Err(MirrorError::Fault { .. }) if e0 % 2 == 0 && e0 == e1 => {
+                        fail!(
+                            "U1/A2: SIGBUS on page 0, granted throughout (an UNMAP of \
+                             other pages split its grant meanwhile), after {reads} good reads"
+                        )
+                    }
+                    Err(MirrorError::Fault { .. }) => holes += 1,
+                    Err(e) => fail!("mirror load: {e}"),
+                }
+            }
+            Ok((reads, holes))
+        })
+    };
+    let grant = |off: usize, len: usize| {
+        Grant::new(
+            RemoteAddr(s.addr + (off * p) as u64),
+            MemOffset((off * p) as u64),
+            (len * p) as u64,
+            Prot::ReadWrite,
+        )
+    };
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut splits = 0u64;
+    let mut run = || -> Result<(), Failure> {
+        while Instant::now() < end {
+            // Halve the grant holding page 0: each UNMAP splits it.
+            let mut n = PAGES;
+            while n > 1 {
+                n /= 2;
+                s.ctl
+                    .unmap(MemOffset((n * p) as u64), (n * p) as u64)
+                    .ctx("unmap")?;
+                s.ctl.map(&grant(n, n)).ctx("map")?;
+                splits += 1;
+            }
+            // One grant over all again: page 0 is a hole meanwhile.
+            epoch.fetch_add(1, Ordering::SeqCst);
+            s.ctl
+                .unmap(MemOffset(0), (PAGES * p) as u64)
+                .ctx("unmap all")?;
+            s.ctl.map(&grant(0, PAGES)).ctx("map all")?;
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    };
+    let res = run();
+    stop.store(true, Ordering::Relaxed);
+    let (reads, holes) = reader
+        .join()
+        .map_err(|_| Failure::Fail("reader panicked".into()))??;
+    res?;
+    note!("u1: {splits} splits of page 0's grant, {reads} reads of page 0, {holes} during resets");
+    ensure!(reads > 0, "U1: no read of page 0 succeeded");
+    Ok(())
+}
+
 /// One side of [`a6_mutual_mirrors_no_deadlock`]: mirrors `peer` whole
 /// (REMOTE_PROC_MAP), then for `secs` seconds reads the peer's buffer at
 /// `peer_buf` through the mirror while churning its own buffer `own` (stores,
