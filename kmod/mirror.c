@@ -193,10 +193,10 @@ void pidfd_mem_mirror_zap(struct pidfd_mem *ctx, u64 offset, u64 len)
  * it, exit's unmap_vmas()), after which it may free the page tables there.
  * The mirror drops its PTEs in the range itself first, so that mremap moves
  * none (a zap racing the move could miss a PTE on its way), and once the
- * whole mirror is going, marks it dead, waiting for zaps under way. Nothing else M does frees page
- * tables of a mirror (VM_PFNMAP keeps khugepaged away; VM_SPECIAL keeps
- * mirrors from merging), and every other event is ignored: among them the
- * CLEAR of our own zaps.
+ * whole mirror is going, marks it dead, waiting for zaps under way. Nothing
+ * else M does frees page tables of a mirror (VM_PFNMAP keeps khugepaged away;
+ * VM_SPECIAL keeps mirrors from merging), and every other event is ignored:
+ * among them the CLEAR of our own zaps.
  */
 static bool pidfd_mem_mirror_invalidate(struct mmu_interval_notifier *mni,
 					const struct mmu_notifier_range *range,
@@ -286,10 +286,11 @@ static int pidfd_mem_fill_pte(pte_t *pte, unsigned long addr, void *data)
 	struct pidfd_mem_fill *fill = data;
 	unsigned long i = (addr - fill->start) >> PAGE_SHIFT;
 	unsigned long hpfn = fill->pfns[i];
-	pte_t old = ptep_get(pte);
+	pte_t old;
 
 	if (!(hpfn & HMM_PFN_VALID) || (hpfn & HMM_PFN_ERROR))
 		return 0;
+	old = ptep_get(pte);
 	if (!pte_none(old)) {
 		/*
 		 * The lookup is what T maps now: no invalidation ran since,
