@@ -36,6 +36,24 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Gives SIGSEGV and SIGBUS their default action (`sigaction`, async-signal
+/// safe): for a fork child that is meant to die of them. Rust std's handler
+/// for these signals takes a spin lock that a thread of the parent may have
+/// held at the fork (a thread that was just starting or ending); a child
+/// that inherits it held spins ten million times, prints "deadlock in
+/// SIGSEGV handler", and only then dies.
+pub fn default_fault_signals() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: installs SIG_DFL, with an empty mask, for a valid signal.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+    }
+}
+
 /// Asks for SIGKILL when the parent dies.
 pub fn die_with_parent() {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));

@@ -2415,6 +2415,7 @@ impl<'a> Worker<'a> {
     }
 
     fn chaos_main(&mut self, seed: u64) -> ! {
+        ssys::default_fault_signals();
         let mut rng = Rng::new(seed);
         let end = Instant::now() + Duration::from_millis(rng.range(1, 30));
         while Instant::now() < end {
