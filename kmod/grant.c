@@ -106,7 +106,8 @@ void pidfd_mem_grant_put(struct pidfd_mem_grant *grant)
  * T's address space is gone there is nothing to watch: MAP then fails
  * (ESRCH, M1), but the remainders of a grant that UNMAP splits are made
  * unwatched (@dead_ok), since UNMAP does not fail for a dead T (U1) and no
- * fault or copy can reach T any more.
+ * fault or copy can reach T any more. Gone means no users: T's teardown may
+ * still be to come, and the caller must then drop the remainders' PTEs.
  */
 static struct pidfd_mem_grant *pidfd_mem_grant_new(struct pidfd_mem *ctx,
 						   u64 address, u64 offset,
@@ -228,6 +229,7 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 	struct pidfd_mem_grant *gone[PIDFD_MEM_UNMAP_BATCH];
 	struct interval_tree_node *node;
 	u64 last = offset + size - 1;
+	u64 zap_lo = offset, zap_hi = offset + size;
 	int n, i, ret = 0;
 
 	lockdep_assert_held(&ctx->ctl_lock);
@@ -274,6 +276,18 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 		pidfd_mem_grant_put(g);
 	if (ret)
 		goto put_remainders;
+	/*
+	 * A remainder made once T has no users is not watched, and the old
+	 * grant's notifier goes with the old grant. T's teardown may still be
+	 * to come (exit_mmap() queued by an mmput_async()): it would find no
+	 * notifier of ours to call before it frees the pages that the
+	 * remainder's mirror PTEs map. Drop those PTEs here; no fault can
+	 * install them again.
+	 */
+	if (head && !head->watched)
+		zap_lo = head->offset;
+	if (tail && !tail->watched)
+		zap_hi = tail->offset + tail->size;
 
 	/* Revoke in batches: the notifiers are removed outside ctx->lock. */
 	do {
@@ -298,7 +312,7 @@ int pidfd_mem_grant_unmap(struct pidfd_mem *ctx, u64 offset, u64 size)
 
 		/* No fault can install a PTE of a revoked grant from here on. */
 		if (n)
-			pidfd_mem_mirror_zap(ctx, offset, size);
+			pidfd_mem_mirror_zap(ctx, zap_lo, zap_hi - zap_lo);
 		for (i = 0; i < n; i++)
 			pidfd_mem_grant_put(gone[i]);
 	} while (n == PIDFD_MEM_UNMAP_BATCH);
